@@ -1,0 +1,3 @@
+"""Lifecycle: MLflow-centred experiment-to-serving."""
+
+__version__ = "0.1.0"

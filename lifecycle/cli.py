@@ -1,0 +1,205 @@
+"""The `lifecycle` command. Settings are read here, once, and passed down."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import click
+import typer
+from mlflow.exceptions import MlflowException
+
+from lifecycle.errors import LifecycleError
+from lifecycle.settings import Settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Lifecycle: train, gate, promote and serve MLflow models.",
+)
+
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option("--dataset", "-d", help="Dataset name from conf/datasets.yaml, or a CSV/Parquet path."),
+]
+EstimatorOpt = Annotated[
+    str | None, typer.Option("--estimator", "-e", help="Estimator from conf/training.yaml.")
+]
+TargetOpt = Annotated[
+    str | None, typer.Option("--target", help="Target column (file datasets).")
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="Estimator parameter KEY=VALUE (repeatable)."),
+]
+RegisterOpt = Annotated[
+    bool, typer.Option("--register/--no-register", help="Register the model in the registry.")
+]
+# MLproject parameters are strings: entry points pass "true"/"false" through this option.
+RegisterValueOpt = Annotated[str | None, typer.Option("--register-value", hidden=True)]
+ModelNameOpt = Annotated[
+    str | None, typer.Option("--model-name", help="Registered model name.")
+]
+
+
+def _truthy(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise typer.BadParameter(f"register: expected true or false, got '{value}'")
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _echo(message: str) -> None:
+    typer.echo(message)
+
+
+def _metrics_line(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+
+
+@app.command()
+def tracking() -> None:
+    """Run the MLflow tracking server for the configured backend (SQLite by default)."""
+    settings = _settings()
+    from lifecycle.tracking import server_command
+
+    cmd = server_command(settings)
+    os.execv(cmd[0], cmd)
+
+
+@app.command()
+def up() -> None:
+    """Run the embedded stack in the foreground until Ctrl-C."""
+    from lifecycle.up import up as run_up
+
+    raise typer.Exit(run_up(_settings(), _echo))
+
+
+@app.command()
+def train(
+    dataset: DatasetOpt = None,
+    estimator: EstimatorOpt = None,
+    target: TargetOpt = None,
+    param: ParamOpt = None,
+    register: RegisterOpt = False,
+    model_name: ModelNameOpt = None,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
+    register_value: RegisterValueOpt = None,
+) -> None:
+    """Fit the configured pipeline and log it to MLflow."""
+    from training.train import TrainRequest, parse_params
+    from training.train import train as run_train
+
+    settings = _settings()
+    result = run_train(
+        settings,
+        TrainRequest(
+            dataset=dataset or settings.dataset,
+            estimator=estimator,
+            params=parse_params(param or []),
+            target=target or None,
+            register=_truthy(register_value, register),
+            model_name=model_name or None,
+            run_name=run_name or None,
+        ),
+    )
+    _echo(f"run {result.run_id}  {_metrics_line(result.metrics)}")
+    if result.version:
+        _echo(f"registered {result.registered_name} version {result.version}")
+
+
+@app.command()
+def tune(
+    dataset: DatasetOpt = None,
+    estimator: EstimatorOpt = None,
+    target: TargetOpt = None,
+    trials: Annotated[int, typer.Option("--trials", "-n", help="Trials to run in this call.")] = 20,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name; the same name resumes it.")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    register: RegisterOpt = False,
+    model_name: ModelNameOpt = None,
+    register_value: RegisterValueOpt = None,
+) -> None:
+    """Search the configured space with Optuna; each trial is a nested MLflow run."""
+    from training.tune import TuneRequest
+    from training.tune import tune as run_tune
+
+    settings = _settings()
+    result = run_tune(
+        settings,
+        TuneRequest(
+            dataset=dataset or settings.dataset,
+            trials=trials,
+            estimator=estimator,
+            study_name=study or None,
+            target=target or None,
+            register=_truthy(register_value, register),
+            model_name=model_name or None,
+            timeout=timeout,
+        ),
+    )
+    _echo(
+        f"study {result.study_name}: {result.n_trials} trials, best {result.best_value:.4f} "
+        f"with {result.best_params}"
+    )
+    _echo(f"run {result.run_id}  {_metrics_line(result.metrics)}")
+    if result.version:
+        _echo(f"registered {result.registered_name} version {result.version}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str | None, typer.Option("--model", help="Registered model name.")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Model version.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Score this run's model.")] = None,
+    data_run_id: Annotated[
+        str | None, typer.Option(help="Use this run's held-out data instead of the model's own.")
+    ] = None,
+) -> None:
+    """Score a registered version (or a run's model) on held-out data and log the metrics."""
+    from training.evaluate import EvaluateRequest
+    from training.evaluate import evaluate as run_evaluate
+
+    result = run_evaluate(
+        _settings(),
+        EvaluateRequest(
+            model_name=model or None,
+            version=version or None,
+            run_id=run_id or None,
+            data_run_id=data_run_id or None,
+        ),
+    )
+    _echo(f"{result.model_uri}: {_metrics_line(result.metrics)} (run {result.run_id})")
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+    except LifecycleError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
+    except MlflowException as exc:
+        typer.echo(f"error: MLflow: {exc.message.splitlines()[0]}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Typed views of the YAML files in `conf/`, validated on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lifecycle.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Strict):
+    source: Literal["sklearn", "file"]
+    loader: str | None = None
+    path: str | None = None
+    target: str | None = None
+    categorical: list[str] = Field(default_factory=list)
+    drop: list[str] = Field(default_factory=list)
+
+
+class DatasetsFile(_Strict):
+    datasets: dict[str, DatasetConfig]
+
+
+class ParamSpace(_Strict):
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+
+class EstimatorConfig(_Strict):
+    params: dict[str, Any] = Field(default_factory=dict)
+    search_space: dict[str, ParamSpace] = Field(default_factory=dict)
+
+
+class TuningConfig(_Strict):
+    metric: str = "f1_macro"
+    cv_folds: int = Field(5, ge=2)
+    pruner: Literal["median", "none"] = "median"
+    n_startup_trials: int = Field(5, ge=0)
+
+
+class TrainingConfig(_Strict):
+    test_size: float = Field(0.25, gt=0, lt=1)
+    estimator: str = "logistic_regression"
+    estimators: dict[str, EstimatorConfig]
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        with path.open() as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], path: Path) -> M:
+    try:
+        return model.model_validate(_load_yaml(path))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+
+
+def load_datasets(conf_dir: Path) -> dict[str, DatasetConfig]:
+    return _validate(DatasetsFile, conf_dir / "datasets.yaml").datasets
+
+
+def load_training(conf_dir: Path) -> TrainingConfig:
+    return _validate(TrainingConfig, conf_dir / "training.yaml")

@@ -1,0 +1,39 @@
+"""Session-wide real services: one MLflow tracking server on a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lifecycle.settings import PROJECT_ROOT, Settings
+from tests.support.services import TrackingServer, temp_database, tracking_server
+
+
+@pytest.fixture(scope="session")
+def pg_tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
+    """MLflow on the real PostgreSQL, started with `lifecycle tracking`."""
+    workdir = tmp_path_factory.mktemp("tracking")
+    with temp_database("lc_mlflow") as url, tracking_server(url, workdir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def app_database_url() -> Iterator[str]:
+    """The application database (prediction store, Optuna studies, locks) on PostgreSQL."""
+    with temp_database("lc_app") as url:
+        yield url
+
+
+@pytest.fixture
+def settings(
+    pg_tracking: TrackingServer, app_database_url: str, tmp_path: Path
+) -> Settings:
+    return Settings(
+        tracking_uri=pg_tracking.uri,
+        database_url=app_database_url,
+        data_dir=tmp_path / "data",
+        conf_dir=PROJECT_ROOT / "conf",
+        experiment_name=f"test-{tmp_path.name}",
+    )

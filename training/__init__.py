@@ -1,0 +1,1 @@
+"""Training: data loading, pipelines, train, tune and evaluate."""
