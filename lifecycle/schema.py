@@ -87,8 +87,8 @@ class FeatureSchema:
         )
 
     def signature(self) -> ModelSignature:
-        target_type = DataType.long if all(isinstance(c, int) for c in self.classes) else (
-            DataType.string
+        target_type = (
+            DataType.long if all(isinstance(c, int) for c in self.classes) else (DataType.string)
         )
         return ModelSignature(
             inputs=self.input_schema(), outputs=Schema([ColSpec(target_type, self.target)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from lifecycle.settings import PROJECT_ROOT, Settings
@@ -27,9 +28,10 @@ def app_database_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(
-    pg_tracking: TrackingServer, app_database_url: str, tmp_path: Path
-) -> Settings:
+def settings(pg_tracking: TrackingServer, app_database_url: str, tmp_path: Path) -> Settings:
+    # In-process MLflow calls (get_model_info, load_model) in tests must hit the same server.
+    mlflow.set_tracking_uri(pg_tracking.uri)
+    mlflow.set_registry_uri(pg_tracking.uri)
     return Settings(
         tracking_uri=pg_tracking.uri,
         database_url=app_database_url,

@@ -30,7 +30,7 @@ class Dataset:
     source: str
 
     @property
-    def X(self) -> pd.DataFrame:  # noqa: N802 - the usual name for a feature matrix
+    def X(self) -> pd.DataFrame:
         return self.schema.coerce(self.frame)
 
     @property
@@ -70,7 +70,7 @@ def load(name: str, cfg: DatasetConfig) -> Dataset:
 def split(data: Dataset, test_size: float, seed: int) -> Split:
     y = data.y
     counts = y.value_counts()
-    n_test = max(int(round(len(y) * test_size)), 1)
+    n_test = max(round(len(y) * test_size), 1)
     stratify = y if counts.min() >= 2 and n_test >= len(counts) else None
     try:
         train, test = train_test_split(

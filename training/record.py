@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.data
 import mlflow.sklearn
 import pandas as pd
 from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.models.model import ModelInfo
 
 from lifecycle.schema import FeatureSchema
@@ -44,7 +44,7 @@ def log_data(data: Dataset, split: Split) -> None:
         source = CodeDatasetSource(
             {"artifact_uri": data_artifact(run_id, filename), "origin": data.source}
         )
-        dataset = mlflow.data.from_pandas(
+        dataset = from_pandas(
             frame, source=source, targets=data.schema.target, name=f"{data.name}-{context}"
         )
         mlflow.log_input(dataset, context=context)

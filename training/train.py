@@ -47,7 +47,9 @@ class Prepared:
     estimator: str
 
 
-def prepare(settings: Settings, dataset: str, estimator: str | None, target: str | None) -> Prepared:
+def prepare(
+    settings: Settings, dataset: str, estimator: str | None, target: str | None
+) -> Prepared:
     config = load_training(settings.conf_dir)
     cfg = data_mod.resolve_config(dataset, load_datasets(settings.conf_dir), target)
     data = data_mod.load(dataset, cfg)
@@ -100,15 +102,16 @@ def train(settings: Settings, request: TrainRequest) -> TrainResult:
 
 
 def log_common(prep: Prepared, settings: Settings) -> None:
+    # Namespaced so they never collide with the parameters `mlflow run` logs for the entry point.
     mlflow.log_params(
         {
-            "dataset": prep.data.name,
-            "estimator": prep.estimator,
-            "seed": settings.seed,
-            "test_size": prep.config.test_size,
-            "n_train": len(prep.split.train),
-            "n_eval": len(prep.split.test),
-            "target": prep.data.schema.target,
+            "data.name": prep.data.name,
+            "data.target": prep.data.schema.target,
+            "data.n_train": len(prep.split.train),
+            "data.n_eval": len(prep.split.test),
+            "split.seed": settings.seed,
+            "split.test_size": prep.config.test_size,
+            "model.estimator": prep.estimator,
         }
     )
     mlflow.set_tags({"lifecycle.dataset": prep.data.name, "lifecycle.source": prep.data.source})

@@ -88,6 +88,8 @@ def tune(settings: Settings, request: TuneRequest) -> TuneResult:
         if tuning.pruner == "median"
         else optuna.pruners.NopPruner()
     )
+    mlflow_gateway.connect(settings)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=study_name,
         storage=study_storage(settings),
@@ -96,12 +98,12 @@ def tune(settings: Settings, request: TuneRequest) -> TuneResult:
         sampler=optuna.samplers.TPESampler(seed=settings.seed),
         pruner=pruner,
     )
-    mlflow_gateway.connect(settings)
     base = {**est_cfg.params, **request.params}
-    name = (request.model_name or settings.registered_model_name(request.dataset)) if (
-        request.register
-    ) else None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = (
+        (request.model_name or settings.registered_model_name(request.dataset))
+        if (request.register)
+        else None
+    )
     with mlflow_gateway.start_run(settings, f"tune-{study_name}") as parent:
         log_common(prep, settings)
         mlflow.set_tags({"lifecycle.study": study_name, "lifecycle.kind": "tune"})
@@ -139,7 +141,8 @@ def _objective(
     X = schema.coerce(prep.split.train)
     y = prep.split.train[schema.target]
     folds = StratifiedKFold(
-        n_splits=min(tuning.cv_folds, int(y.value_counts().min())) if y.value_counts().min() >= 2
+        n_splits=min(tuning.cv_folds, int(y.value_counts().min()))
+        if y.value_counts().min() >= 2
         else 2,
         shuffle=True,
         random_state=settings.seed,

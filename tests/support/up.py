@@ -1,0 +1,93 @@
+"""`lifecycle up` as a user runs it: a foreground process printing its URLs."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lifecycle.settings import PROJECT_ROOT
+from tests.support.cli import cli_env
+from tests.support.services import free_port
+
+READY_LINE = "Press Ctrl-C to stop."
+
+
+@dataclass
+class UpProcess:
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+
+@contextmanager
+def lifecycle_up(data_dir: Path, timeout: float = 240, **extra_env: str) -> Iterator[UpProcess]:
+    env = cli_env(
+        LIFECYCLE_DATA_DIR=str(data_dir),
+        LIFECYCLE_TRACKING_PORT=str(free_port()),
+        PYTHONUNBUFFERED="1",
+        **extra_env,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lifecycle", "up"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    up = UpProcess(proc)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=max(deadline - time.monotonic(), 0.1))
+            except queue.Empty as exc:
+                raise TimeoutError(f"lifecycle up not ready in {timeout}s:\n{up.text()}") from exc
+            if line is None:
+                raise RuntimeError(f"lifecycle up exited early:\n{up.text()}")
+            up.output.append(line)
+            match = re.match(r"\s+(.+?)\s{2,}(https?://\S+)", line)
+            if match:
+                up.urls[match.group(1)] = match.group(2)
+            if READY_LINE in line:
+                break
+        yield up
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        while True:
+            try:
+                item = lines.get(timeout=1)
+            except queue.Empty:
+                break
+            if item is None:
+                break
+            up.output.append(item)
