@@ -56,6 +56,101 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token required by admin actions (reload, promote, rollback)."
     )
+    # Prediction store (issue 4, lifecycle/store.py).
+    prediction_queue_size: int = Field(
+        10_000, ge=1, description="Predictions held in memory before submit() spools to disk."
+    )
+    prediction_batch_size: int = Field(
+        500, ge=1, description="Most prediction rows in one multi-row INSERT."
+    )
+    prediction_flush_interval: float = Field(
+        0.2, gt=0, description="Seconds the prediction writer waits for rows before a flush."
+    )
+    prediction_spool_dir: Path | None = Field(
+        None,
+        description="Spool for predictions while the database is down; default: data_dir/spool.",
+    )
+    prediction_spool_max_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=0,
+        description="Spool size per process beyond which predictions are dropped (and counted).",
+    )
+    # Serving (issue 4).
+    model_uri: str | None = Field(
+        None,
+        description="What the servers follow: models:/NAME@ALIAS, models:/NAME/STAGE or "
+        "models:/NAME/VERSION; default: the registered model at model_stage.",
+    )
+    model_stage: str = Field("Production", description="Stage served when model_uri is not set.")
+    poll_interval: float = Field(
+        2.0, gt=0, description="Seconds between registry polls of the served target."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC secret of the MLflow registry webhook (POST /webhooks/mlflow)."
+    )
+    max_batch_rows: int = Field(1000, ge=1, description="Most rows accepted in one request.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    api_host: str = Field("127.0.0.1", description="Host `lifecycle serve` binds.")
+    api_port: int = Field(8000, description="Port `lifecycle serve` binds.")
+    api_workers: int = Field(1, ge=1, description="uvicorn worker processes of `lifecycle serve`.")
+
+    # Async scoring (issue 5, serving/worker.py, serving/amqp.py).
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker: amqp://user:pass@host:5672/vhost in production; default: "
+        "the embedded SQLite transport sqla+sqlite:///<data_dir>/broker.db (no server).",
+    )
+    result_backend: str | None = Field(
+        None,
+        description="Celery result backend (task states for GET /tasks/{id}); default: "
+        "db+<database_url>, or db+sqlite:///<data_dir>/results.db in the embedded mode.",
+    )
+    task_queue: str = Field("lifecycle", description="Celery queue the scoring tasks go to.")
+    worker_concurrency: int = Field(
+        2, ge=1, description="Tasks one `lifecycle worker` runs at once (threads)."
+    )
+    worker_prefetch: int = Field(
+        1, ge=1, description="Messages a worker reserves per slot (Celery prefetch multiplier)."
+    )
+    task_max_retries: int = Field(
+        8, ge=0, description="Retries (with exponential backoff) of a task on transient errors."
+    )
+    task_retry_backoff_max: float = Field(
+        30.0, gt=0, description="Longest wait in seconds between two retries of a task."
+    )
+    batch_chunk_rows: int = Field(
+        10_000, ge=1, description="Rows read, scored, stored and written at a time by batch files."
+    )
+    batch_dir: Path | None = Field(
+        None, description="Uploaded batch files and scored outputs; default: data_dir/batch."
+    )
+    max_upload_bytes: int = Field(
+        1 << 30, ge=1024, description="Largest batch file accepted by POST /batch, in bytes."
+    )
+    amqp_consumer: bool = Field(
+        True,
+        description="Run the plain-AMQP consumer in `lifecycle worker` when broker_url is amqp://.",
+    )
+    amqp_request_queue: str = Field(
+        "prediction_requests", description="Durable queue of plain-AMQP JSON scoring requests."
+    )
+    amqp_result_exchange: str = Field(
+        "prediction_results", description="Topic exchange plain-AMQP results are published to."
+    )
+    amqp_dead_letter_queue: str = Field(
+        "prediction_requests.dead_letter",
+        description="Queue receiving malformed plain-AMQP messages with the reason.",
+    )
+
+    def resolved_api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+    actor: str | None = Field(
+        None,
+        validation_alias=AliasChoices("LIFECYCLE_ACTOR", "USER"),
+        description="Who registry actions are recorded as (promoted_by); default: $USER.",
+    )
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
@@ -71,6 +166,23 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.resolved_data_dir() / 'lifecycle.db'}"
+
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.resolved_data_dir() / 'broker.db'}"
+
+    def resolved_result_backend(self) -> str:
+        if self.result_backend:
+            return self.result_backend
+        if self.database_url:
+            return f"db+{self.database_url}"
+        return f"db+sqlite:///{self.resolved_data_dir() / 'results.db'}"
+
+    def resolved_batch_dir(self) -> Path:
+        return (self.batch_dir or self.resolved_data_dir() / "batch").expanduser().resolve()
+
+    def resolved_spool_dir(self) -> Path:
+        spool = self.prediction_spool_dir
+        return spool.expanduser().resolve() if spool else self.resolved_data_dir() / "spool"
 
     def registered_model_name(self, dataset: str | None = None) -> str:
         return self.model_name or f"{dataset or self.dataset}-classifier"

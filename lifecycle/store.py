@@ -1,0 +1,412 @@
+"""Prediction store: one row per prediction and the feedback labels, off the request path.
+
+`submit()` puts a record on a bounded in-memory queue; one writer thread flushes it with
+multi-row `INSERT ... ON CONFLICT (request_id) DO NOTHING`. While the database is down, rows go
+to an on-disk spool (lifecycle/spool.py) and are replayed in order, before newer rows, once the
+database answers again. Policy and failure modes: docs/prediction-store.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from lifecycle.errors import NotFound
+from lifecycle.spool import Spool, read_segment
+from lifecycle.store_db import PredictionDatabase, StoreUnavailable
+from lifecycle.store_schema import PredictionRecord
+
+if TYPE_CHECKING:
+    from lifecycle.settings import Settings
+
+__all__ = [
+    "PredictionRecord",
+    "PredictionStore",
+    "StoreObserver",
+    "StoreUnavailable",
+]
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF = 5.0
+_ADOPT_EVERY = 30.0
+_DROP_LOG_EVERY = 10.0
+
+
+class StoreObserver(Protocol):
+    def queue_depth(self, depth: int) -> None: ...
+    def written(self, n: int) -> None: ...
+    def spooled(self, n: int) -> None: ...
+    def replayed(self, n: int) -> None: ...
+    def dropped(self, n: int) -> None: ...
+
+
+class _NoObserver:
+    def queue_depth(self, depth: int) -> None:
+        pass
+
+    def written(self, n: int) -> None:
+        pass
+
+    def spooled(self, n: int) -> None:
+        pass
+
+    def replayed(self, n: int) -> None:
+        pass
+
+    def dropped(self, n: int) -> None:
+        pass
+
+
+class PredictionStore:
+    def __init__(
+        self,
+        database_url: str,
+        spool_dir: Path,
+        *,
+        queue_size: int = 10000,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+        spool_max_bytes: int = 512 * 1024 * 1024,
+        observer: StoreObserver | None = None,
+    ) -> None:
+        self._db = PredictionDatabase(database_url, on_rejected=self._drop)
+        self._queue: queue.Queue[PredictionRecord] = queue.Queue(maxsize=queue_size)
+        # Rows per multi-row INSERT, within what the dialect can bind in one statement.
+        self._rows_per_insert = min(batch_size, self._db.max_rows_per_insert)
+        self._flush_interval = flush_interval
+        self._spool = Spool(spool_dir, spool_max_bytes)
+        self._observer: StoreObserver = observer or _NoObserver()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._closed = False
+        # Held while rows move to the database or the spool, so that only one thread drains.
+        self._io_lock = threading.Lock()
+        self._down = False
+        self._backoff = 0.0
+        self._next_probe = 0.0
+        self._probe_now = threading.Event()
+        self._next_adopt = 0.0
+        self._replay_pos: dict[Path, int] = {}
+        self._drops_unlogged = 0
+        self._next_drop_log = 0.0
+        self._drop_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, observer: StoreObserver | None = None
+    ) -> PredictionStore:
+        if settings.database_url is None:
+            # The embedded SQLite file lives in data_dir, which may not exist yet.
+            settings.resolved_data_dir().mkdir(parents=True, exist_ok=True)
+        return cls(
+            settings.resolved_database_url(),
+            settings.resolved_spool_dir(),
+            queue_size=settings.prediction_queue_size,
+            batch_size=settings.prediction_batch_size,
+            flush_interval=settings.prediction_flush_interval,
+            spool_max_bytes=settings.prediction_spool_max_bytes,
+            observer=observer,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the tables if the database answers, adopt leftover spool, start the writer.
+
+        A database that is down at start is not an error: rows spool until it comes back.
+        """
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._closed = False
+        self._stopping.clear()
+        self._spool.open()
+        self._spool.adopt_orphans()
+        self._next_adopt = time.monotonic() + _ADOPT_EVERY
+        try:
+            self._db.ensure_schema()
+        except StoreUnavailable as exc:
+            log.warning("prediction database unavailable at start, spooling: %s", exc)
+        self._thread = threading.Thread(
+            target=self._run, name="prediction-store-writer", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Drain the queue into the database (or the spool) and stop the writer."""
+        thread, self._thread = self._thread, None
+        self._closed = True
+        if thread is not None:
+            self._stopping.set()
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning(
+                    "prediction writer did not stop within %.1fs; spooling the rest", timeout
+                )
+        # Whatever is still queued (writer stuck, or never started) is kept on disk.
+        self._spool_queue()
+        self._log_drops()
+        self._spool.close()
+        self._db.dispose()
+
+    # -- write path --------------------------------------------------------------------------
+
+    def submit(self, record: PredictionRecord) -> None:
+        """Hand a record to the writer; never blocks on the database and never raises."""
+        try:
+            if self._closed:
+                self._to_spool([record])
+                return
+            try:
+                self._queue.put_nowait(record)
+            except queue.Full:
+                self._observer.queue_depth(self._queue.qsize())
+                self._to_spool([record])
+        except Exception:
+            log.exception("prediction %s could not be queued or spooled", record.request_id)
+            self._drop(1)
+
+    def write(self, records: Sequence[PredictionRecord]) -> int:
+        """Store records now; return how many were new. Raises StoreUnavailable when the
+        database is down, so a Celery task can retry; request ids already stored are skipped."""
+        inserted = 0
+        for start in range(0, len(records), self._rows_per_insert):
+            chunk = records[start : start + self._rows_per_insert]
+            inserted += self._db.insert(chunk)
+            self._observer.written(len(chunk))
+        return inserted
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until queue and spool are in the database; True if they are."""
+        deadline = time.monotonic() + timeout
+        next_nudge = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_nudge:
+                # The caller wants the rows now: skip the rest of the backoff once in a while.
+                self._probe_now.set()
+                next_nudge = now + 0.5
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                with self._io_lock:
+                    self._cycle(wait=0.0)
+            if self._drained():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+    def _drained(self) -> bool:
+        with self._queue.mutex:
+            unfinished = self._queue.unfinished_tasks
+        return unfinished == 0 and self._spool.empty()
+
+    # -- writer ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                batch = self._take(self._flush_interval)
+                with self._io_lock:
+                    self._process(batch)
+            except Exception:
+                # The writer must outlive any surprise, or every later row would be lost.
+                log.exception("prediction writer cycle failed")
+                time.sleep(self._flush_interval)
+        with self._io_lock:
+            while batch := self._take(0.0):
+                self._handle(batch)
+
+    def _cycle(self, wait: float) -> None:
+        self._process(self._take(wait))
+
+    def _process(self, batch: list[PredictionRecord]) -> None:
+        try:
+            now = time.monotonic()
+            if not self._down and now >= self._next_adopt:
+                self._next_adopt = now + _ADOPT_EVERY
+                self._spool.adopt_orphans()
+            if not self._spool.empty() and self._probe_due():
+                self._replay()
+        except Exception:
+            # The batch taken off the queue must still be handled below, or it would be lost.
+            log.exception("prediction spool replay failed")
+        if batch:
+            self._handle(batch)
+        self._observer.queue_depth(self._queue.qsize())
+        self._log_drops()
+
+    def _take(self, wait: float) -> list[PredictionRecord]:
+        batch: list[PredictionRecord] = []
+        deadline = time.monotonic() + wait
+        try:
+            # Wait in short slices so that stop() is not held up by a long flush interval.
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stopping.is_set():
+                    batch.append(self._queue.get_nowait())
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=min(left, 0.05)))
+                    break
+                except queue.Empty:
+                    continue
+            while len(batch) < self._rows_per_insert:
+                batch.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return batch
+
+    def _handle(self, batch: list[PredictionRecord]) -> None:
+        try:
+            # Spooled rows are older: new rows queue up behind them to keep the order.
+            if not self._spool.empty() or (self._down and not self._probe_due()):
+                self._to_spool(batch)
+                return
+            try:
+                self._db.insert(batch)
+            except StoreUnavailable as exc:
+                self._mark_down(exc)
+                self._to_spool(batch)
+                return
+            except Exception:
+                log.exception("prediction batch could not be written; spooling it")
+                self._to_spool(batch)
+                return
+            self._mark_up()
+            self._observer.written(len(batch))
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+
+    def _replay(self) -> None:
+        for segment in self._spool.take_segments():
+            rows, bad = read_segment(segment)
+            records = []
+            for row in rows:
+                try:
+                    records.append(PredictionRecord.from_row(row))
+                except (KeyError, TypeError, ValueError):
+                    bad += 1
+            if bad and segment not in self._replay_pos:
+                # Only a crash in the middle of an append leaves such lines: count them once.
+                log.error("spool segment %s: %d unreadable row(s) dropped", segment.name, bad)
+                self._drop(bad)
+            start = self._replay_pos.get(segment, 0)
+            for i in range(start, len(records), self._rows_per_insert):
+                chunk = records[i : i + self._rows_per_insert]
+                try:
+                    self._db.insert(chunk)
+                except StoreUnavailable as exc:
+                    self._replay_pos[segment] = i
+                    self._mark_down(exc)
+                    return
+                self._replay_pos[segment] = i + len(chunk)
+                self._observer.replayed(len(chunk))
+            self._spool.remove(segment)
+            self._replay_pos.pop(segment, None)
+        self._mark_up()
+
+    def _spool_queue(self) -> None:
+        while batch := self._take(0.0):
+            try:
+                self._to_spool(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    def _to_spool(self, records: Sequence[PredictionRecord]) -> None:
+        try:
+            kept = self._spool.append([r.to_json_line() for r in records])
+        except (OSError, TypeError, ValueError) as exc:
+            log.error("prediction spool %s unusable: %s", self._spool.root, exc)
+            kept = 0
+        if kept:
+            self._observer.spooled(kept)
+        if kept < len(records):
+            self._drop(len(records) - kept)
+
+    def _drop(self, n: int) -> None:
+        with self._drop_lock:
+            self._drops_unlogged += n
+        self._observer.dropped(n)
+        self._log_drops()
+
+    def _log_drops(self) -> None:
+        """At most one warning per interval, carrying the count since the last one."""
+        with self._drop_lock:
+            now = time.monotonic()
+            if not self._drops_unlogged or now < self._next_drop_log:
+                return
+            count, self._drops_unlogged = self._drops_unlogged, 0
+            self._next_drop_log = now + _DROP_LOG_EVERY
+        log.warning(
+            "dropped %d prediction(s): the queue was full and the spool %s reached its limit "
+            "of %d bytes or could not be written",
+            count,
+            self._spool.root,
+            self._spool.max_bytes,
+        )
+
+    def _probe_due(self) -> bool:
+        if not self._down or time.monotonic() >= self._next_probe:
+            return True
+        if self._probe_now.is_set():
+            self._probe_now.clear()
+            return True
+        return False
+
+    def _mark_down(self, exc: Exception) -> None:
+        if not self._down:
+            log.warning(
+                "prediction database unavailable, spooling to %s: %s", self._spool.root, exc
+            )
+        self._down = True
+        self._backoff = min(max(self._backoff * 2, 0.25), _MAX_BACKOFF)
+        self._next_probe = time.monotonic() + self._backoff
+
+    def _mark_up(self) -> None:
+        if self._down:
+            log.info("prediction database is back")
+        self._down = False
+        self._backoff = 0.0
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def get(self, request_id: str) -> PredictionRecord | None:
+        return self._db.get(request_id)
+
+    def recent(self, limit: int = 100, source: str | None = None) -> list[PredictionRecord]:
+        """The latest predictions, newest first."""
+        return self._db.recent(limit, source)
+
+    def count(self, source: str | None = None) -> int:
+        return self._db.count(source)
+
+    def add_feedback(self, request_id: str, label: str, *, timeout: float = 5.0) -> None:
+        """Record the true label of a prediction; the last feedback for an id wins.
+
+        The prediction may still sit in this process's queue, so it is flushed first; one made
+        by another worker process reaches the database within its flush interval, hence the
+        short grace wait before NotFound.
+        """
+        if not self._db.exists(request_id):
+            self.flush(timeout)
+            deadline = time.monotonic() + min(2 * self._flush_interval + 0.1, timeout)
+            while not self._db.exists(request_id):
+                if time.monotonic() >= deadline:
+                    raise NotFound(f"no prediction with request id {request_id!r}")
+                time.sleep(0.02)
+        self._db.set_feedback(request_id, label)
+
+    def feedback_label(self, request_id: str) -> str | None:
+        return self._db.feedback_label(request_id)
+
+    def feedback_stats(self, model_name: str) -> dict[str, dict[str, float]]:
+        """Per version: n, accuracy and macro precision of predicted vs feedback labels."""
+        return self._db.feedback_stats(model_name)

@@ -1,0 +1,234 @@
+"""The prediction store's record type, tables and dialect-specific SQL (PostgreSQL, SQLite)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from lifecycle.errors import ConfigError
+
+SOURCES = ("rest", "async", "batch")
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    request_id: str
+    created_at: datetime
+    source: str
+    model_name: str
+    model_version: str
+    run_id: str | None
+    features: dict[str, Any]
+    prediction: Any
+    label: str | None
+    probabilities: dict[str, float] | None
+    latency_ms: float
+
+    def to_row(self) -> dict[str, Any]:
+        row = {name: getattr(self, name) for name in _FIELDS}
+        row["created_at"] = _as_utc(self.created_at)
+        return row
+
+    def to_json_line(self) -> bytes:
+        row = self.to_row()
+        row["created_at"] = row["created_at"].isoformat()
+        return dumps(row).encode() + b"\n"
+
+    @classmethod
+    def from_row(cls, row: Any) -> PredictionRecord:
+        values = {name: row[name] for name in _FIELDS}
+        created = values["created_at"]
+        if isinstance(created, str):
+            created = datetime.fromisoformat(created)
+        values["created_at"] = _as_utc(created)
+        values["latency_ms"] = float(values["latency_ms"])
+        return cls(**values)
+
+
+_FIELDS = tuple(PredictionRecord.__dataclass_fields__)
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands timestamps back naive; every stored timestamp is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json_default(value: Any) -> Any:
+    # Model outputs arrive as numpy scalars and arrays; store them as plain JSON.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    """JSON both databases accept: PostgreSQL rejects NaN and Infinity, so they become null."""
+    try:
+        return json.dumps(value, default=_json_default, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(json.loads(json.dumps(value, default=_json_default))))
+
+
+_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+metadata = sa.MetaData()
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("request_id", sa.String(255), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("model_name", sa.String(255), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("features", _JSON, nullable=False),
+    sa.Column("prediction", _JSON),
+    sa.Column("label", sa.String(255)),
+    sa.Column("probabilities", _JSON),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Index("ix_predictions_model", "model_name", "model_version"),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("request_id", sa.String(255), primary_key=True),
+    sa.Column("label", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine for PostgreSQL or SQLite; no connection is opened here."""
+    try:
+        url = sa.make_url(database_url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"database_url: not a SQLAlchemy URL: {database_url!r}") from exc
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        # Several processes write the same file: WAL lets readers run beside the writer and
+        # the busy timeout makes a writer wait for the lock instead of failing at once.
+        engine = sa.create_engine(
+            url, json_serializer=dumps, connect_args={"timeout": 30, "check_same_thread": False}
+        )
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if backend == "postgresql":
+        connect_args: dict[str, Any] = {}
+        if url.get_driver_name() == "psycopg2":
+            # An unreachable host must fail fast so rows go to the spool, not wait on TCP; and
+            # keepalives notice a server that vanished under an open connection.
+            defaults = {
+                "connect_timeout": 5,
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+            }
+            connect_args = {k: v for k, v in defaults.items() if k not in url.query}
+        return sa.create_engine(
+            url, json_serializer=dumps, pool_pre_ping=True, connect_args=connect_args
+        )
+    raise ConfigError(
+        f"database_url: the prediction store supports postgresql and sqlite, not {backend!r}"
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def max_rows_per_insert(engine: Engine) -> int:
+    """SQLite binds at most 32766 parameters per statement; psycopg2 inlines them client-side."""
+    if engine.dialect.name == "sqlite":
+        return 32766 // len(predictions.columns)
+    return 10_000
+
+
+def _insert(engine: Engine, table: sa.Table) -> Any:
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def insert_predictions(engine: Engine, rows: Sequence[dict[str, Any]]) -> sa.Executable:
+    """One multi-row INSERT that skips request ids already stored: replays never duplicate."""
+    return (
+        _insert(engine, predictions)
+        .values(list(rows))
+        .on_conflict_do_nothing(index_elements=["request_id"])
+    )
+
+
+def upsert_feedback(engine: Engine, request_id: str, label: str) -> sa.Executable:
+    """The last feedback for a request id wins."""
+    stmt = _insert(engine, feedback).values(
+        request_id=request_id, label=label, created_at=datetime.now(UTC)
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["request_id"],
+        set_={"label": stmt.excluded.label, "created_at": stmt.excluded.created_at},
+    )
+
+
+def feedback_counts(model_name: str) -> sa.Select[Any]:
+    """(version, predicted label, true label, count) over predictions that got feedback."""
+    p, f = predictions.c, feedback.c
+    return (
+        sa.select(p.model_version, p.label, f.label, sa.func.count())
+        .select_from(predictions.join(feedback, p.request_id == f.request_id))
+        .where(p.model_name == model_name, p.label.is_not(None))
+        .group_by(p.model_version, p.label, f.label)
+    )
+
+
+def classification_stats(
+    counts: Iterable[tuple[str, str, str, int]],
+) -> dict[str, dict[str, float]]:
+    """Accuracy and macro precision per version, as scikit-learn computes them with
+    zero_division=0: the macro average runs over every label seen predicted or true."""
+    by_version: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+    for version, predicted, true, n in counts:
+        by_version[version].append((predicted, true, int(n)))
+    stats: dict[str, dict[str, float]] = {}
+    for version, cells in by_version.items():
+        total = sum(n for _, _, n in cells)
+        correct = sum(n for p, t, n in cells if p == t)
+        labels = {p for p, _, _ in cells} | {t for _, t, _ in cells}
+        precisions = []
+        for label in labels:
+            n_predicted = sum(n for p, _, n in cells if p == label)
+            hits = sum(n for p, t, n in cells if p == label and t == label)
+            precisions.append(hits / n_predicted if n_predicted else 0.0)
+        stats[version] = {
+            "n": float(total),
+            "accuracy": correct / total,
+            "precision_macro": sum(precisions) / len(precisions),
+        }
+    return stats
