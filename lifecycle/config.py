@@ -48,6 +48,23 @@ class TuningConfig(_Strict):
     n_startup_trials: int = Field(5, ge=0)
 
 
+Stage = Literal["Production", "Staging", "Archived", "None"]
+
+
+def _default_aliases() -> dict[Stage, str]:
+    return {"Production": "production", "Staging": "staging"}
+
+
+class GatesConfig(_Strict):
+    """Promotion gates and the alias kept on each stage (conf/gates.yaml)."""
+
+    metric: str = "f1_macro"
+    margin: float = Field(0.0, ge=0)
+    min_metric: float | None = None
+    aliases: dict[Stage, str] = Field(default_factory=_default_aliases)
+    lock_timeout: float = Field(120.0, gt=0)
+
+
 class TrainingConfig(_Strict):
     test_size: float = Field(0.25, gt=0, lt=1)
     estimator: str = "logistic_regression"
@@ -83,3 +100,7 @@ def load_datasets(conf_dir: Path) -> dict[str, DatasetConfig]:
 
 def load_training(conf_dir: Path) -> TrainingConfig:
     return _validate(TrainingConfig, conf_dir / "training.yaml")
+
+
+def load_gates(conf_dir: Path) -> GatesConfig:
+    return _validate(GatesConfig, conf_dir / "gates.yaml")

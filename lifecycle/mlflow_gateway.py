@@ -49,9 +49,12 @@ def connect(settings: Settings) -> MlflowClient:
 def start_run(
     settings: Settings, run_name: str | None = None, nested: bool = False
 ) -> Iterator[mlflow.ActiveRun]:
-    """A run in the configured experiment, or the run and experiment `mlflow run` chose."""
-    chosen_by_caller = os.environ.get("MLFLOW_RUN_ID") or os.environ.get("MLFLOW_EXPERIMENT_ID")
-    if not nested and not chosen_by_caller and not mlflow.active_run():
+    """A run in the configured experiment, or the run `mlflow run` created for us.
+
+    Only MLFLOW_RUN_ID says a caller chose: `mlflow.set_experiment` itself exports
+    MLFLOW_EXPERIMENT_ID, so that variable cannot tell a caller's choice from our own.
+    """
+    if not nested and not os.environ.get("MLFLOW_RUN_ID") and not mlflow.active_run():
         mlflow.set_experiment(settings.experiment_name)
     with mlflow.start_run(run_name=run_name, nested=nested) as run:
         yield run

@@ -15,7 +15,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LIFECYCLE_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="LIFECYCLE_", extra="ignore", populate_by_name=True
+    )
 
     data_dir: Path = Field(
         Path(".lifecycle"),

@@ -1,0 +1,24 @@
+"""The Model Registry side of Lifecycle: gated promotion, rollback and listing.
+
+The CLI, the UI and the pipelines all go through these functions, so every promotion runs
+the same gates, takes the same lock and leaves the same audit trail.
+"""
+
+from registry.gates import GateResult, PromotionRefused
+from registry.listing import VersionRow, list_versions
+from registry.promotion import NothingToRollBack, PromotionResult, promote, rollback, sync_aliases
+from registry.stages import STAGES, normalize_stage
+
+__all__ = [
+    "STAGES",
+    "GateResult",
+    "NothingToRollBack",
+    "PromotionRefused",
+    "PromotionResult",
+    "VersionRow",
+    "list_versions",
+    "normalize_stage",
+    "promote",
+    "rollback",
+    "sync_aliases",
+]
