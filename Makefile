@@ -31,5 +31,10 @@ test: lint
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
+# Side by side with `mlflow models serve` on the same model; writes docs/benchmarks.md.
+# Needs wrk (`apt-get install wrk`). BENCH_ARGS="--duration 20 --workers 2" to change the run.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .lifecycle .mypy_cache .ruff_cache .pytest_cache

@@ -6,7 +6,6 @@ import os
 import sys
 from typing import Annotated
 
-import click
 import typer
 from mlflow.exceptions import MlflowException
 
@@ -22,14 +21,14 @@ app = typer.Typer(
 
 DatasetOpt = Annotated[
     str | None,
-    typer.Option("--dataset", "-d", help="Dataset name from conf/datasets.yaml, or a CSV/Parquet path."),
+    typer.Option(
+        "--dataset", "-d", help="Dataset name from conf/datasets.yaml, or a CSV/Parquet path."
+    ),
 ]
 EstimatorOpt = Annotated[
     str | None, typer.Option("--estimator", "-e", help="Estimator from conf/training.yaml.")
 ]
-TargetOpt = Annotated[
-    str | None, typer.Option("--target", help="Target column (file datasets).")
-]
+TargetOpt = Annotated[str | None, typer.Option("--target", help="Target column (file datasets).")]
 ParamOpt = Annotated[
     list[str] | None,
     typer.Option("--param", "-p", help="Estimator parameter KEY=VALUE (repeatable)."),
@@ -39,19 +38,17 @@ RegisterOpt = Annotated[
 ]
 # MLproject parameters are strings: entry points pass "true"/"false" through this option.
 RegisterValueOpt = Annotated[str | None, typer.Option("--register-value", hidden=True)]
-ModelNameOpt = Annotated[
-    str | None, typer.Option("--model-name", help="Registered model name.")
-]
+ModelNameOpt = Annotated[str | None, typer.Option("--model-name", help="Registered model name.")]
 
 
-def _truthy(value: str | None, default: bool) -> bool:
+def _truthy(value: str | None, default: bool, field: str = "register") -> bool:
     if value is None or value == "":
         return default
     if value.lower() in ("1", "true", "yes", "on"):
         return True
     if value.lower() in ("0", "false", "no", "off"):
         return False
-    raise typer.BadParameter(f"register: expected true or false, got '{value}'")
+    raise typer.BadParameter(f"{field}: expected true or false, got '{value}'")
 
 
 def _settings() -> Settings:
@@ -74,6 +71,45 @@ def tracking() -> None:
 
     cmd = server_command(settings)
     os.execv(cmd[0], cmd)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind host (default: api_host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Bind port (default: api_port).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="uvicorn worker processes (default: api_workers).")
+    ] = None,
+) -> None:
+    """Serve the registry's current model over REST, following its transitions."""
+    from serving.server import run
+
+    settings = _settings()
+    run(
+        settings,
+        host or settings.api_host,
+        port or settings.api_port,
+        workers or settings.api_workers,
+    )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Tasks run at once (default: worker_concurrency).")
+    ] = None,
+    pool: Annotated[
+        str, typer.Option(help="Celery pool: threads (one model per worker), solo or prefork.")
+    ] = "threads",
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Score async requests and batch files from the broker (and the plain-AMQP queue)."""
+    from serving.worker import POOLS, run_worker
+
+    if pool not in POOLS:
+        raise typer.BadParameter(f"--pool: expected one of {', '.join(POOLS)}, got '{pool}'")
+    settings = _settings()
+    run_worker(settings, concurrency or settings.worker_concurrency, pool, loglevel)
 
 
 @app.command()
@@ -183,22 +219,93 @@ def evaluate(
     _echo(f"{result.model_uri}: {_metrics_line(result.metrics)} (run {result.run_id})")
 
 
+StageOpt = Annotated[
+    str, typer.Option("--stage", "-s", help="Production, Staging, Archived or None.")
+]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why; recorded in the audit tags.")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Skip the metric gates (never signature or loading).")
+]
+# MLproject parameters are strings: entry points pass "true"/"false" through this option.
+ForceValueOpt = Annotated[str | None, typer.Option("--force-value", hidden=True)]
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Model version.")],
+    stage: StageOpt = "Production",
+    reason: ReasonOpt = None,
+    force: ForceOpt = False,
+    force_value: ForceValueOpt = None,
+) -> None:
+    """Gate a version and move it to a stage; the stage's alias and audit tags follow."""
+    from registry.commands import promote_command
+
+    forced = _truthy(force_value, force, "force")
+    promote_command(_settings(), name, version, stage, reason, forced, _echo)
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    reason: ReasonOpt = None,
+) -> None:
+    """Return Production (and its alias) to the version the current one replaced."""
+    from registry.commands import rollback_command
+
+    rollback_command(_settings(), name, reason, _echo)
+
+
+@app.command()
+def models(
+    name: Annotated[str | None, typer.Argument(help="Registered model; default: all.")] = None,
+) -> None:
+    """List registered versions with stage, aliases, scores and promotion times."""
+    from registry.commands import models_command
+
+    models_command(_settings(), name, _echo)
+
+
+@app.command("main")
+def main_pipeline(
+    dataset: DatasetOpt = None,
+    estimator: EstimatorOpt = None,
+    target: TargetOpt = None,
+    param: ParamOpt = None,
+    model_name: ModelNameOpt = None,
+    stage: StageOpt = "Staging",
+    reason: ReasonOpt = None,
+    force: ForceOpt = False,
+    force_value: ForceValueOpt = None,
+) -> None:
+    """Train, register and promote through the gates (Staging unless --stage says otherwise)."""
+    from registry.commands import main_command
+    from training.train import TrainRequest, parse_params
+
+    settings = _settings()
+    request = TrainRequest(
+        dataset=dataset or settings.dataset,
+        estimator=estimator or None,
+        params=parse_params(param or []),
+        target=target or None,
+        register=True,
+        model_name=model_name or None,
+    )
+    forced = _truthy(force_value, force, "force")
+    main_command(settings, request, stage, reason, forced, _echo)
+
+
 def main() -> None:
+    # Typer reports usage errors itself; expected domain failures become one line, exit 2.
     try:
-        code = app(standalone_mode=False)
+        app()
     except LifecycleError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(2)
     except MlflowException as exc:
         typer.echo(f"error: MLflow: {exc.message.splitlines()[0]}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -146,13 +146,14 @@ class Settings(BaseSettings):
         description="Queue receiving malformed plain-AMQP messages with the reason.",
     )
 
-    def resolved_api_url(self) -> str:
-        return f"http://{self.api_host}:{self.api_port}"
     actor: str | None = Field(
         None,
         validation_alias=AliasChoices("LIFECYCLE_ACTOR", "USER"),
         description="Who registry actions are recorded as (promoted_by); default: $USER.",
     )
+
+    def resolved_api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()

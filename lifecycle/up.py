@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from lifecycle import mlflow_gateway
-from lifecycle.errors import NotFound, TrackingUnavailable
+from lifecycle.errors import GateFailed, NotFound, TrackingUnavailable
 from lifecycle.settings import Settings
 from lifecycle.supervisor import Supervisor
 
@@ -29,7 +29,8 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 def bootstrap(settings: Settings, echo: Echo) -> None:
-    """Train and register a first model when the configured name has no version yet."""
+    """Make sure the configured model has a Production version: train and promote one when
+    the registry is empty, promote the newest version when none is in Production."""
     from training.train import TrainRequest, train
 
     client = mlflow_gateway.connect(settings)
@@ -38,12 +39,30 @@ def bootstrap(settings: Settings, echo: Echo) -> None:
         versions = mlflow_gateway.search_versions(client, name)
     except NotFound:
         versions = []
-    if versions:
-        echo(f"registry: {name} has {len(versions)} version(s); no bootstrap needed")
+    if any(v.current_stage == "Production" for v in versions):
+        echo(f"registry: {name} has a Production version; no bootstrap needed")
         return
-    echo(f"registry: {name} is empty; training a first model on '{settings.dataset}'")
-    result = train(settings, TrainRequest(dataset=settings.dataset, register=True))
-    echo(f"registry: registered {name} v{result.version} (run {result.run_id})")
+    if versions:
+        version = str(versions[-1].version)
+        echo(f"registry: {name} has no Production version; promoting the newest, v{version}")
+    else:
+        echo(f"registry: {name} is empty; training a first model on '{settings.dataset}'")
+        result = train(settings, TrainRequest(dataset=settings.dataset, register=True))
+        echo(f"registry: registered {name} v{result.version} (run {result.run_id})")
+        version = str(result.version)
+    _bootstrap_promote(settings, name, version, echo)
+
+
+def _bootstrap_promote(settings: Settings, name: str, version: str, echo: Echo) -> None:
+    import registry
+
+    try:
+        registry.promote(settings, name, version, "Production", reason="lifecycle up bootstrap")
+    except GateFailed as exc:
+        # `up` still starts: the registry and UI are where the user fixes this.
+        echo(f"registry: {exc.message}")
+        return
+    echo(f"registry: {name} v{version} promoted to Production")
 
 
 def up(settings: Settings, echo: Echo) -> int:
@@ -59,9 +78,14 @@ def up(settings: Settings, echo: Echo) -> int:
             echo(f"starting MLflow at {uri} (logs: {data_dir / 'logs'})")
             _wait_ready(settings, supervisor)
         bootstrap(settings, echo)
+        supervisor.start("api", [sys.executable, "-m", "lifecycle", "serve"], env)
+        # The same command as production; with no broker_url it uses the embedded transport.
+        supervisor.start("worker", [sys.executable, "-m", "lifecycle", "worker"], env)
         echo("")
         echo("Lifecycle is up:")
         echo(f"  MLflow UI and registry   {uri}")
+        echo(f"  scoring API              {settings.resolved_api_url()}  (docs: /docs)")
+        echo(f"  async worker             broker {_safe_url(settings.resolved_broker_url())}")
         echo(f"  data directory           {data_dir}")
         echo("Press Ctrl-C to stop.")
         dead = supervisor.wait()
@@ -92,3 +116,10 @@ def _wait_ready(settings: Settings, supervisor: Supervisor, timeout: float = 120
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def _safe_url(url: str) -> str:
+    """A broker URL fit to print: the password replaced."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(url))

@@ -38,7 +38,8 @@ def lifecycle_up(data_dir: Path, timeout: float = 240, **extra_env: str) -> Iter
         LIFECYCLE_DATA_DIR=str(data_dir),
         LIFECYCLE_TRACKING_PORT=str(free_port()),
         PYTHONUNBUFFERED="1",
-        **extra_env,
+        # `up` starts the API too: a free port, so a busy :8000 cannot fail the run.
+        **{"LIFECYCLE_API_PORT": str(free_port()), **extra_env},
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "lifecycle", "up"],

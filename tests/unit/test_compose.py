@@ -74,9 +74,7 @@ def test_mounted_configuration_files_exist(rendered: dict[str, Any]) -> None:
 
 def test_lifecycle_services_run_existing_cli_commands(rendered: dict[str, Any]) -> None:
     commands = [
-        s["command"]
-        for s in rendered["services"].values()
-        if s.get("image") == "lifecycle:latest"
+        s["command"] for s in rendered["services"].values() if s.get("image") == "lifecycle:latest"
     ]
     assert len(commands) >= 2
     for command in commands:

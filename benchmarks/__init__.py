@@ -1,0 +1,1 @@
+"""Side-by-side load benchmarks: `make bench` (see docs/benchmarks.md)."""

@@ -1,0 +1,1 @@
+"""Serving: the REST API (FastAPI), its metrics, webhook receiver and composition root."""

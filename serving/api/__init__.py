@@ -1,0 +1,1 @@
+"""The REST API: app factory, routes, dependencies and the one error mapping."""

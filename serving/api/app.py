@@ -1,0 +1,128 @@
+"""The app factory: `create_app(settings, holder, store, ...)` takes its collaborators.
+
+Nothing here reads the environment or loads a model; `serving.asgi` composes the real
+collaborators, tests may compose their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lifecycle.model import ModelHolder, Reconciler
+from lifecycle.settings import Settings
+from serving.api import errors, routes, routes_admin, routes_async, routes_ops
+from serving.api.deps import Services
+from serving.metrics import Metrics
+from serving.webhooks import WebhookVerifier
+
+log = logging.getLogger(__name__)
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def create_app(
+    settings: Settings,
+    holder: ModelHolder,
+    store: Any = None,
+    *,
+    reconciler: Reconciler | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    services = Services(
+        settings=settings,
+        holder=holder,
+        reconciler=reconciler,
+        store=store,
+        metrics=metrics or Metrics(),
+        verifier=WebhookVerifier(secret) if secret else None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if store is not None:
+            store.start()
+        if reconciler is not None:
+            reconciler.start()
+        try:
+            yield
+        finally:
+            if reconciler is not None:
+                reconciler.stop()
+            if store is not None:
+                store.flush(5.0)
+                store.stop()
+
+    app = FastAPI(
+        title="Lifecycle scoring API",
+        version="1.0",
+        description="Scores with the registry's current model and follows its transitions.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    errors.install(app)
+    app.include_router(routes.router)
+    app.include_router(routes_ops.router)
+    app.include_router(routes_admin.router)
+    app.include_router(routes_async.router)
+    app.add_middleware(RequestContext, metrics=services.metrics)
+    return app
+
+
+class RequestContext:
+    """Request id (header in, header out) and request metrics, as plain ASGI for speed."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id")
+        request_id = given if given and _CLIENT_ID.fullmatch(given) else _new_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe_request(
+                endpoint, scope["method"], status, time.perf_counter() - started
+            )
+
+
+def _new_id() -> str:
+    # Unique, not secret: uuid4 reads the OS entropy pool on every call, this does not.
+    return f"{random.getrandbits(128):032x}"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            try:
+                return str(value.decode("latin-1"))
+            except UnicodeDecodeError:
+                return None
+    return None

@@ -1,0 +1,198 @@
+"""The Celery app, built from settings; tasks only handle serialisation and retries.
+
+Reliability comes from the configuration: `acks_late` with `reject_on_worker_lost` (a killed
+worker's tasks go back to the queue), a prefetch multiplier of 1 (a worker holds no more than
+it runs), retries with exponential backoff on transient errors (database, registry, no model
+yet), and idempotent storage on request ids that the API assigns before sending, so a
+redelivered task never stores a prediction twice.
+
+The same app object is the API's client (`send_task`, `AsyncResult`) and the worker
+(`lifecycle worker`). Nothing here connects or loads a model at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from celery import Celery, bootsteps
+from celery.backends.database import DatabaseBackend
+from kombu.transport import sqlalchemy as kombu_sqla
+
+from lifecycle.model import ModelUnavailable
+from lifecycle.settings import Settings
+from serving import async_scoring
+from serving.async_scoring import TRANSIENT, RuntimeCell
+
+log = logging.getLogger(__name__)
+
+SCORE_TASK = "lifecycle.score"
+SCORE_FILE_TASK = "lifecycle.score_file"
+POOLS = ("threads", "solo", "prefork")
+
+
+class LifecycleCelery(Celery):
+    """A Celery app that carries its settings and a per-process scoring runtime."""
+
+    lifecycle_settings: Settings
+    runtime_cell: RuntimeCell
+
+
+class EmbeddedTransport(kombu_sqla.Transport):
+    """kombu's SQLAlchemy transport polling every 0.1 s: its 1 s default dominated latency,
+    and its transport options all go to create_engine, so the interval cannot be set there."""
+
+    polling_interval = 0.1
+
+
+class PooledDatabaseBackend(DatabaseBackend):
+    """Celery's SQLAlchemy result backend with pooled connections.
+
+    Outside a prefork child, Celery builds a new engine with NullPool for every state change:
+    a fresh database connection per write, about 10 ms each here, which capped a threads-pool
+    worker at ~50 single-row tasks/s. Sessions stay per operation, so threads do not share one.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.session_manager.forked = True
+
+
+def split_sqla(url: str) -> str | None:
+    """The database URL of a `sqla+...` / `sqlalchemy+...` broker URL, else None."""
+    prefix, _, rest = url.partition("+")
+    return rest if prefix in ("sqla", "sqlalchemy") and "://" in rest else None
+
+
+def is_amqp(url: str) -> bool:
+    return url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+
+
+def make_celery(settings: Settings) -> LifecycleCelery:
+    broker = settings.resolved_broker_url()
+    embedded = split_sqla(broker)
+    if embedded is not None and embedded.startswith("sqlite:"):
+        settings.resolved_data_dir().mkdir(parents=True, exist_ok=True)
+    backend = settings.resolved_result_backend()
+    database = backend[3:] if backend.startswith("db+") else None
+    app = LifecycleCelery(
+        "lifecycle",
+        broker=embedded or broker,
+        backend=f"{__name__}:PooledDatabaseBackend" if database else backend,
+        set_as_current=False,
+    )
+    if database:
+        app.conf.database_url = database
+    app.lifecycle_settings = settings
+    app.runtime_cell = RuntimeCell(settings)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_default_queue=settings.task_queue,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Only file tasks report "started" (set per task): for one-row tasks the extra state
+        # write would cost more than the scoring.
+        task_track_started=False,
+        worker_prefetch_multiplier=settings.worker_prefetch,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        result_expires=7 * 24 * 3600,
+        database_engine_options={"pool_pre_ping": True},
+    )
+    if embedded is not None:
+        app.conf.broker_transport = f"{__name__}:EmbeddedTransport"
+    if is_amqp(broker):
+        # Publisher confirms: send_task returns only once RabbitMQ holds the message.
+        app.conf.broker_transport_options = {"confirm_publish": True}
+    _register_tasks(app, settings)
+    app.steps["worker"].add(RuntimeStep)
+    if is_amqp(broker) and settings.amqp_consumer:
+        app.steps["worker"].add(PlainAmqpStep)
+    return app
+
+
+def _register_tasks(app: LifecycleCelery, settings: Settings) -> None:
+    retry: dict[str, Any] = {
+        "bind": True,
+        "acks_late": True,
+        "reject_on_worker_lost": True,
+        "autoretry_for": TRANSIENT,
+        "retry_backoff": 1,
+        "retry_backoff_max": int(settings.task_retry_backoff_max),
+        "retry_jitter": True,
+        "max_retries": settings.task_max_retries,
+    }
+
+    @app.task(name=SCORE_TASK, **retry)
+    def score(self: Any, request_id: str, body: Any, source: str = "async") -> dict[str, Any]:
+        return async_scoring.score_request(app.runtime_cell.get(), request_id, body, source)
+
+    @app.task(name=SCORE_FILE_TASK, track_started=True, **retry)
+    def score_file(
+        self: Any, input_path: str, output_path: str | None = None, source: str = "batch"
+    ) -> dict[str, Any]:
+        task_id = str(self.request.id)
+        runtime = app.runtime_cell.get()
+        return async_scoring.score_file(runtime, task_id, input_path, output_path, source)
+
+
+class RuntimeStep(bootsteps.StartStopStep):
+    """Builds the scoring runtime when the worker starts, so the first task finds a model."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def start(self, worker: Any) -> None:
+        app: LifecycleCelery = worker.app
+        if worker.pool_cls.__module__.endswith("prefork"):
+            return  # each child builds its own runtime on its first task
+        runtime = app.runtime_cell.get()
+        try:
+            log.info("worker scoring with %s", runtime.model().describe())
+        except ModelUnavailable as exc:
+            # Not fatal: the reconciler keeps polling and tasks retry until a model is there.
+            log.warning("worker started without a model: %s", exc.message)
+
+    def stop(self, worker: Any) -> None:
+        worker.app.runtime_cell.stop()
+
+
+class PlainAmqpStep(bootsteps.StartStopStep):
+    """The plain-AMQP consumer (serving/amqp.py) as a thread of the worker process."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.consumer: Any = None
+
+    def start(self, worker: Any) -> None:
+        from serving.amqp import PlainAmqpConsumer
+
+        app: LifecycleCelery = worker.app
+        self.consumer = PlainAmqpConsumer(app.lifecycle_settings, app.runtime_cell.get)
+        self.consumer.start()
+
+    def stop(self, worker: Any) -> None:
+        if self.consumer is not None:
+            self.consumer.stop()
+
+
+def run_worker(settings: Settings, concurrency: int, pool: str, loglevel: str = "INFO") -> None:
+    """`lifecycle worker`: consume the task queue (and the plain-AMQP queue) until stopped."""
+    app = make_celery(settings)
+    app.worker_main(
+        [
+            "worker",
+            f"--pool={pool}",
+            f"--concurrency={concurrency}",
+            f"--loglevel={loglevel}",
+            f"--queues={settings.task_queue}",
+            f"--hostname=lifecycle-{os.getpid()}@{socket.gethostname()}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )

@@ -1,0 +1,287 @@
+"""Async scoring through REST, the worker and the real RabbitMQ (issue 5).
+
+One module-wide stack: MLflow on PostgreSQL, `lifecycle serve`, and `lifecycle worker` as
+subprocesses on a fresh RabbitMQ vhost. Tests run in file order: the SIGKILL test replaces the
+worker, and the promotion test (last) moves Production to a new version.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.message import Message
+from mlflow.tracking import MlflowClient
+
+from lifecycle.settings import PROJECT_ROOT, Settings
+from tests.support.api import IRIS_ROW, Api, serve_api
+from tests.support.services import TrackingServer
+from tests.support.worker import Worker, rabbit_vhost, start_worker, wait_task
+from training.train import TrainRequest, train
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
+
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+
+
+@dataclass
+class Stack:
+    api: Api
+    worker: Worker
+    env: dict[str, str]
+    broker: str
+    name: str
+    settings: Settings
+    engine: sa.Engine
+    workdir: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api.url, timeout=30)
+
+    def stored(self, where: str, **params: object) -> list[dict[str, object]]:
+        sql = f"SELECT request_id, source, model_version FROM predictions WHERE {where}"
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    pg_tracking: TrackingServer, app_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("async")
+    name = f"async-{uuid.uuid4().hex[:8]}"
+    mlflow.set_tracking_uri(pg_tracking.uri)
+    mlflow.set_registry_uri(pg_tracking.uri)
+    settings = Settings(
+        tracking_uri=pg_tracking.uri,
+        database_url=app_database_url,
+        data_dir=workdir / "data",
+        conf_dir=PROJECT_ROOT / "conf",
+        experiment_name=f"async-{workdir.name}",
+        model_name=name,
+    )
+    v1 = train(settings, TrainRequest(dataset="iris", register=True, model_name=name))
+    MlflowClient(pg_tracking.uri).transition_model_version_stage(
+        name, str(v1.version), "Production", archive_existing_versions=True
+    )
+    engine = sa.create_engine(app_database_url)
+    with rabbit_vhost() as broker:
+        env = {
+            "MLFLOW_TRACKING_URI": pg_tracking.uri,
+            "LIFECYCLE_DATABASE_URL": app_database_url,
+            "LIFECYCLE_BROKER_URL": broker,
+            "LIFECYCLE_MODEL_NAME": name,
+            "LIFECYCLE_POLL_INTERVAL": "0.5",
+            "LIFECYCLE_DATA_DIR": str(workdir / "data"),
+            "LIFECYCLE_BATCH_CHUNK_ROWS": "2000",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        }
+        with serve_api(env, workdir) as api:
+            worker = start_worker(env, workdir / "worker.log")
+            stack = Stack(api, worker, env, broker, name, settings, engine, workdir)
+            try:
+                yield stack
+            finally:
+                stack.worker.stop()
+    engine.dispose()
+
+
+def iris_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    centre = np.array(IRIS_ROW)
+    return pd.DataFrame(rng.normal(centre, 0.8, size=(n, 4)).round(2), columns=FEATURES)
+
+
+def test_single_and_batch_round_trip_through_rest(stack: Stack, tmp_path: Path) -> None:
+    with stack.client() as client:
+        response = client.post("/predict/async", json={"features": IRIS_ROW})
+        assert response.status_code == 202, response.text
+        task_id = response.json()["task_id"]
+        assert response.headers["location"] == f"/tasks/{task_id}"
+        done = wait_task(client, task_id)
+        assert done["result"]["model"]["version"] == "1"
+        assert done["result"]["label"] in ("setosa", "versicolor", "virginica")
+
+        response = client.post("/predict/async", json={"instances": [IRIS_ROW] * 3})
+        batch_id = response.json()["task_id"]
+        rows = wait_task(client, batch_id)["result"]["predictions"]
+        assert [r["request_id"] for r in rows] == [f"{batch_id}-{i}" for i in range(3)]
+
+        # Bad input is refused at once, not queued.
+        bad = client.post("/predict/async", json={"features": [1.0, 2.0]})
+        assert bad.status_code == 422 and "expected 4 features" in bad.json()["detail"]
+
+        # A file path the worker reads, and an uploaded Parquet file.
+        source = tmp_path / "in.csv"
+        iris_frame(500).to_csv(source, index=False)
+        file_task = client.post("/batch", json={"path": str(source)}).json()["task_id"]
+        result = wait_task(client, file_task)["result"]
+        out = pd.read_csv(result["output"])
+        assert len(out) == 500 and result["rows"] == 500
+        assert set(FEATURES) < set(out.columns)
+        assert {"prediction", "probability", "model_version"} < set(out.columns)
+        assert (out["model_version"] == 1).all() and out["probability"].between(0, 1).all()
+
+        parquet = tmp_path / "in.parquet"
+        iris_frame(300, seed=1).to_parquet(parquet)
+        upload = client.post(
+            "/batch",
+            content=parquet.read_bytes(),
+            headers={"content-type": "application/vnd.apache.parquet"},
+        )
+        assert upload.status_code == 202, upload.text
+        scored = pd.read_parquet(wait_task(client, upload.json()["task_id"])["result"]["output"])
+        assert len(scored) == 300 and (scored["model_version"] == "1").all()
+
+    single = stack.stored("request_id = :id", id=task_id)
+    assert single == [{"request_id": task_id, "source": "async", "model_version": "1"}]
+    assert {r["source"] for r in stack.stored("request_id LIKE :p", p=f"{batch_id}-%")} == {"async"}
+    assert len(stack.stored("request_id LIKE :p", p=f"{batch_id}-%")) == 3
+    file_rows = stack.stored("request_id LIKE :p", p=f"{file_task}-%")
+    assert len(file_rows) == 500 and {r["source"] for r in file_rows} == {"batch"}
+
+
+def test_plain_amqp_message_gets_its_result_and_malformed_ones_are_dead_lettered(
+    stack: Stack,
+) -> None:
+    results = Exchange("prediction_results", type="topic", durable=True)
+    requests = Queue("prediction_requests", durable=True)
+    dead = Queue("prediction_requests.dead_letter", durable=True)
+    with Connection(stack.broker) as conn:
+        channel = conn.channel()
+        watch = Queue(f"watch-{uuid.uuid4().hex[:6]}", results, "#", exclusive=True)
+        reply = Queue(f"reply-{uuid.uuid4().hex[:6]}", exclusive=True)
+        for entity in (requests, dead, watch, reply):
+            entity(channel).declare()
+        producer = Producer(channel)
+        rid = uuid.uuid4().hex
+        producer.publish(
+            json.dumps({"request_id": rid, "features": IRIS_ROW}),
+            routing_key="prediction_requests",
+            content_type="application/json",
+            content_encoding="utf-8",
+            reply_to=reply.name,
+            correlation_id="corr-1",
+        )
+        producer.publish(
+            b"{not json",
+            routing_key="prediction_requests",
+            content_type="application/json",
+            correlation_id="corr-2",
+        )
+        producer.publish(
+            json.dumps({"features": [1, 2]}),
+            routing_key="prediction_requests",
+            content_type="application/json",
+            reply_to=reply.name,
+            correlation_id="corr-3",
+        )
+        replies = _drain(conn, reply, 2)
+        on_exchange = _drain(conn, watch, 3)
+        dead_letters = _drain(conn, dead, 2)
+
+    ok = next(m for m in replies if m.properties["correlation_id"] == "corr-1")
+    body = json.loads(ok.body)
+    assert body["request_id"] == rid and body["model"]["name"] == stack.name
+    assert body["label"] in ("setosa", "versicolor", "virginica")
+    invalid = next(m for m in replies if m.properties["correlation_id"] == "corr-3")
+    assert "expected 4 features" in json.loads(invalid.body)["error"]
+    keys = sorted(m.delivery_info["routing_key"] for m in on_exchange)
+    assert keys == ["prediction.error", "prediction.error", "prediction.result"]
+    reasons = {m.properties["correlation_id"]: m.headers["x-lifecycle-error"] for m in dead_letters}
+    assert "malformed JSON" in reasons["corr-2"]
+    assert "expected 4 features" in reasons["corr-3"]
+    assert stack.stored("request_id = :id", id=rid)[0]["source"] == "async"
+    assert stack.worker.process.poll() is None
+
+
+def _drain(conn: Connection, queue: Queue, n: int, timeout: float = 30) -> list[Message]:
+    got: list[Message] = []
+
+    def keep(message: Message) -> None:
+        got.append(message)
+        message.ack()
+
+    deadline = time.monotonic() + timeout
+    # on_message: the raw message, since a dead letter's body need not decode.
+    with Consumer(conn.channel(), [queue], on_message=keep, no_ack=False):
+        while len(got) < n and time.monotonic() < deadline:
+            try:
+                conn.drain_events(timeout=0.5)
+            except TimeoutError:
+                continue
+    assert len(got) == n, f"{queue.name}: {len(got)} of {n} messages"
+    return got
+
+
+def test_killed_worker_tasks_complete_on_a_new_worker_and_store_once(
+    stack: Stack, tmp_path: Path
+) -> None:
+    rows = 40_000
+    source = tmp_path / "big.csv"
+    iris_frame(rows, seed=2).to_csv(source, index=False)
+    with stack.client() as client:
+        big = client.post("/batch", json={"path": str(source)}).json()["task_id"]
+        singles = [
+            client.post("/predict/async", json={"features": IRIS_ROW}).json()["task_id"]
+            for _ in range(20)
+        ]
+        wait_task(client, big, until=("started",))
+        # Mid-file: some chunks are stored, the task is not done.
+        deadline = time.monotonic() + 30
+        while not stack.stored("request_id LIKE :p LIMIT 1", p=f"{big}-%"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        stack.worker.kill()
+        stored_before = len(stack.stored("request_id LIKE :p", p=f"{big}-%"))
+        assert 0 < stored_before < rows
+        assert client.get(f"/tasks/{big}").json()["status"] == "started"
+
+        stack.worker = start_worker(stack.env, stack.workdir / "worker.log")
+        result = wait_task(client, big, timeout=120)["result"]
+        for task_id in singles:
+            wait_task(client, task_id)
+    assert result["rows"] == rows and len(pd.read_csv(result["output"])) == rows
+    assert len(stack.stored("request_id LIKE :p", p=f"{big}-%")) == rows
+    stored = stack.stored("request_id IN :ids", ids=tuple(singles))
+    assert sorted(r["request_id"] for r in stored) == sorted(singles)
+
+
+def test_promotion_reaches_the_running_worker_without_restart(
+    stack: Stack, pg_tracking: TrackingServer
+) -> None:
+    pid = stack.worker.process.pid
+    v2 = train(stack.settings, TrainRequest(dataset="iris", register=True, model_name=stack.name))
+    MlflowClient(pg_tracking.uri).transition_model_version_stage(
+        stack.name, str(v2.version), "Production", archive_existing_versions=True
+    )
+    promoted = time.monotonic()
+    seen = []
+    with stack.client() as client:
+        while time.monotonic() - promoted < 30:
+            task_id = client.post("/predict/async", json={"features": IRIS_ROW}).json()["task_id"]
+            version = wait_task(client, task_id)["result"]["model"]["version"]
+            seen.append(version)
+            if version == str(v2.version):
+                break
+        assert seen[-1] == str(v2.version), seen
+        # Once the worker has swapped, every later task names the new version.
+        later = [
+            client.post("/predict/async", json={"features": IRIS_ROW}).json()["task_id"]
+            for _ in range(5)
+        ]
+        versions = {wait_task(client, t)["result"]["model"]["version"] for t in later}
+    assert versions == {str(v2.version)}
+    assert stack.worker.process.pid == pid and stack.worker.process.poll() is None
+    assert stack.stored("request_id = :id", id=later[0])[0]["model_version"] == str(v2.version)
