@@ -7,8 +7,6 @@ COPY lifecycle ./lifecycle
 COPY training ./training
 COPY registry ./registry
 COPY serving ./serving
-COPY reports ./reports
-COPY ui ./ui
 COPY conf ./conf
 COPY MLproject python_env.yaml ./
 RUN pip install -c constraints.txt -e . && useradd --create-home lifecycle

@@ -68,6 +68,7 @@ class PredictionDatabase:
     def __init__(self, database_url: str, on_rejected: Callable[[int], None]) -> None:
         self.engine: Engine = make_engine(database_url)
         self.max_rows_per_insert = max_rows_per_insert(self.engine)
+        self._insert_stmt = insert_predictions(self.engine)
         self._on_rejected = on_rejected
         self._schema_lock = threading.Lock()
         self._schema_ready = False
@@ -132,8 +133,7 @@ class PredictionDatabase:
     def _execute_insert(self, rows: list[dict[str, Any]]) -> int:
         try:
             with self._connect() as conn, conn.begin():
-                result = conn.execute(insert_predictions(self.engine, rows))
-                return max(int(getattr(result, "rowcount", 0)), 0)
+                return len(conn.execute(self._insert_stmt, rows).all())
         except sa.exc.SQLAlchemyError as exc:
             _raise_unavailable(exc)
             raise
