@@ -35,6 +35,7 @@ unit: $(STAMP)
 # Needs wrk (`apt-get install wrk`). BENCH_ARGS="--duration 20 --workers 2" to change the run.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.async_bench --write-docs $(ASYNC_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .lifecycle .mypy_cache .ruff_cache .pytest_cache

@@ -1,4 +1,4 @@
-"""Async scoring benchmark (issue 5): batch-file memory, and records/s through RabbitMQ.
+"""Async scoring benchmark: batch-file memory, and records/s through RabbitMQ.
 
     python benchmarks/async_bench.py [--rows 1000000] [--tasks 2000] [--seconds 10]
 
@@ -392,7 +392,7 @@ def markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(
         [
             START,
-            "## Async scoring (issue 5)",
+            "## Async scoring",
             "",
             "`python benchmarks/async_bench.py --rows 1000000 --tasks 2000` (needs",
             "LIFECYCLE_TEST_POSTGRES_URL and LIFECYCLE_TEST_AMQP_URL; `--write-docs` rewrites",

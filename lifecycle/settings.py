@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token required by admin actions (reload, promote, rollback)."
     )
-    # Prediction store (issue 4, lifecycle/store.py).
+    # Prediction store (lifecycle/store.py).
     prediction_queue_size: int = Field(
         10_000, ge=1, description="Predictions held in memory before submit() spools to disk."
     )
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Spool size per process beyond which predictions are dropped (and counted).",
     )
-    # Serving (issue 4).
+    # Serving.
     model_uri: str | None = Field(
         None,
         description="What the servers follow: models:/NAME@ALIAS, models:/NAME/STAGE or "
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, description="Port `lifecycle serve` binds.")
     api_workers: int = Field(1, ge=1, description="uvicorn worker processes of `lifecycle serve`.")
 
-    # Async scoring (issue 5, serving/worker.py, serving/amqp.py).
+    # Async scoring (serving/worker.py, serving/amqp.py).
     broker_url: str | None = Field(
         None,
         description="Celery broker: amqp://user:pass@host:5672/vhost in production; default: "

@@ -1,4 +1,4 @@
-"""Async scoring through REST, the worker and the real RabbitMQ (issue 5).
+"""Async scoring through REST, the worker and the real RabbitMQ.
 
 One module-wide stack: MLflow on PostgreSQL, `lifecycle serve`, and `lifecycle worker` as
 subprocesses on a fresh RabbitMQ vhost. Tests run in file order: the SIGKILL test replaces the
