@@ -12,10 +12,17 @@ import sys
 import time
 from collections.abc import Callable
 
+import httpx
+
 from lifecycle import mlflow_gateway
-from lifecycle.errors import GateFailed, NotFound, TrackingUnavailable
+from lifecycle.errors import GateFailed, LifecycleError, NotFound
 from lifecycle.settings import Settings
 from lifecycle.supervisor import Supervisor
+
+
+class StartupFailed(LifecycleError):
+    """A part of the embedded stack did not come up."""
+
 
 Echo = Callable[[str], None]
 
@@ -28,9 +35,10 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def bootstrap(settings: Settings, echo: Echo) -> None:
+def bootstrap(settings: Settings, echo: Echo) -> bool:
     """Make sure the configured model has a Production version: train and promote one when
-    the registry is empty, promote the newest version when none is in Production."""
+    the registry is empty, promote the newest version when none is in Production. True when
+    a Production version exists afterwards."""
     from training.train import TrainRequest, train
 
     client = mlflow_gateway.connect(settings)
@@ -41,7 +49,7 @@ def bootstrap(settings: Settings, echo: Echo) -> None:
         versions = []
     if any(v.current_stage == "Production" for v in versions):
         echo(f"registry: {name} has a Production version; no bootstrap needed")
-        return
+        return True
     if versions:
         version = str(versions[-1].version)
         echo(f"registry: {name} has no Production version; promoting the newest, v{version}")
@@ -50,10 +58,10 @@ def bootstrap(settings: Settings, echo: Echo) -> None:
         result = train(settings, TrainRequest(dataset=settings.dataset, register=True))
         echo(f"registry: registered {name} v{result.version} (run {result.run_id})")
         version = str(result.version)
-    _bootstrap_promote(settings, name, version, echo)
+    return _bootstrap_promote(settings, name, version, echo)
 
 
-def _bootstrap_promote(settings: Settings, name: str, version: str, echo: Echo) -> None:
+def _bootstrap_promote(settings: Settings, name: str, version: str, echo: Echo) -> bool:
     import registry
 
     try:
@@ -61,8 +69,9 @@ def _bootstrap_promote(settings: Settings, name: str, version: str, echo: Echo) 
     except GateFailed as exc:
         # `up` still starts: the registry and UI are where the user fixes this.
         echo(f"registry: {exc.message}")
-        return
+        return False
     echo(f"registry: {name} v{version} promoted to Production")
+    return True
 
 
 def up(settings: Settings, echo: Echo) -> int:
@@ -76,11 +85,15 @@ def up(settings: Settings, echo: Echo) -> int:
         if settings.tracking_uri is None:
             supervisor.start("mlflow", [sys.executable, "-m", "lifecycle", "tracking"], env)
             echo(f"starting MLflow at {uri} (logs: {data_dir / 'logs'})")
-            _wait_ready(settings, supervisor)
-        bootstrap(settings, echo)
+            _wait_http(supervisor, f"{uri}/health")
+        serving = bootstrap(settings, echo)
         supervisor.start("api", [sys.executable, "-m", "lifecycle", "serve"], env)
         # The same command as production; with no broker_url it uses the embedded transport.
         supervisor.start("worker", [sys.executable, "-m", "lifecycle", "worker"], env)
+        # Ready means a model is loaded, so the URLs printed below answer predictions at
+        # once; without a Production version the API can only be live.
+        api = settings.resolved_api_url()
+        _wait_http(supervisor, f"{api}/ready" if serving else f"{api}/health")
         echo("")
         echo("Lifecycle is up:")
         echo(f"  MLflow UI and registry   {uri}")
@@ -94,28 +107,32 @@ def up(settings: Settings, echo: Echo) -> int:
             return 1
         echo("stopping...")
         return 0
+    except KeyboardInterrupt:
+        echo("stopping...")
+        return 130
     finally:
         supervisor.stop_all()
 
 
-def _wait_ready(settings: Settings, supervisor: Supervisor, timeout: float = 120.0) -> None:
+def _wait_http(supervisor: Supervisor, url: str, timeout: float = 120.0) -> None:
+    """Until `url` answers 200; a child that dies meanwhile, or Ctrl-C, ends the wait."""
     deadline = time.monotonic() + timeout
-    uri = settings.resolved_tracking_uri()
     while True:
         dead = supervisor.first_exited()
         if dead is not None:
-            raise TrackingUnavailable(
+            raise StartupFailed(
                 f"{dead.name} exited with code {dead.process.returncode}; see {dead.log}"
             )
         if supervisor.stopping.is_set():
             raise KeyboardInterrupt
         try:
-            mlflow_gateway.check_reachable(uri, 1.0)
-            return
-        except TrackingUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise StartupFailed(f"{url} did not answer within {timeout:g}s")
+        time.sleep(0.5)
 
 
 def _safe_url(url: str) -> str:
