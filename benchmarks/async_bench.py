@@ -32,16 +32,17 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+
+# The same isolation the tests use: a fresh database and a fresh vhost, dropped afterwards.
+from tests.support.services import temp_database
+from tests.support.worker import rabbit_vhost
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -93,35 +94,6 @@ class Procs:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-
-
-@contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    admin = sa.make_url(admin_url)
-    name = f"lc_bench_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-
-@contextmanager
-def fresh_vhost(amqp_url: str) -> Iterator[str]:
-    base = urlsplit(amqp_url)
-    vhost = f"lc_bench_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    user = base.username or "guest"
-    grant = ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"]
-    subprocess.run(grant, check=True)
-    try:
-        yield urlunsplit((base.scheme, base.netloc, "/" + quote(vhost, safe=""), "", ""))
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
 
 
 def tree_rss(pid: int) -> int:
@@ -290,7 +262,7 @@ def main() -> None:
         "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     try:
-        with fresh_database(pg) as db, fresh_vhost(amqp) as broker:
+        with temp_database("lc_bench") as db, rabbit_vhost() as broker:
             tport, aport = free_port(), free_port()
             env = {
                 k: v for k, v in os.environ.items() if not k.startswith(("LIFECYCLE_", "MLFLOW_"))
