@@ -171,7 +171,8 @@ def max_rows_per_insert(engine: Engine) -> int:
     return 10_000
 
 
-def _insert(engine: Engine, table: sa.Table) -> Any:
+def dialect_insert(engine: Engine, table: sa.Table) -> Any:
+    """INSERT with the dialect's ON CONFLICT clauses (PostgreSQL and SQLite alike)."""
     if engine.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
@@ -182,7 +183,7 @@ def insert_predictions(engine: Engine) -> sa.Executable:
     ids it did insert. Executed with a list of rows it runs as SQLAlchemy's batched
     "insertmanyvalues": one cached statement, far cheaper than compiling `.values(rows)`."""
     return (
-        _insert(engine, predictions)
+        dialect_insert(engine, predictions)
         .on_conflict_do_nothing(index_elements=["request_id"])
         .returning(predictions.c.request_id)
     )
@@ -190,7 +191,7 @@ def insert_predictions(engine: Engine) -> sa.Executable:
 
 def upsert_feedback(engine: Engine, request_id: str, label: str) -> sa.Executable:
     """The last feedback for a request id wins."""
-    stmt = _insert(engine, feedback).values(
+    stmt = dialect_insert(engine, feedback).values(
         request_id=request_id, label=label, created_at=datetime.now(UTC)
     )
     return stmt.on_conflict_do_update(

@@ -22,7 +22,7 @@ from lifecycle.settings import Settings
 from serving.api import errors, routes, routes_admin, routes_async, routes_ops
 from serving.api.deps import Services
 from serving.metrics import Metrics
-from serving.webhooks import WebhookVerifier
+from serving.webhooks import SqlDeliveryLog, WebhookVerifier
 
 log = logging.getLogger(__name__)
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -43,7 +43,11 @@ def create_app(
         reconciler=reconciler,
         store=store,
         metrics=metrics or Metrics(),
-        verifier=WebhookVerifier(secret) if secret else None,
+        verifier=(
+            WebhookVerifier(secret, SqlDeliveryLog(settings.resolved_database_url()))
+            if secret
+            else None
+        ),
     )
 
     @asynccontextmanager

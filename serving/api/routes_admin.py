@@ -50,7 +50,8 @@ async def mlflow_webhook(request: Request, services: Svc) -> JSONResponse:
     if verifier is None:
         raise Forbidden("webhooks are disabled: set LIFECYCLE_WEBHOOK_SECRET to enable them")
     body = await read_limited(request, services.settings.max_body_bytes)
-    verifier.verify(request.headers, body)
+    # The replay check writes to the application database: off the event loop.
+    await run_in_threadpool(verifier.verify, request.headers, body)
     payload = scoring.loads(body)
     if is_alias_event(payload):
         log.info("webhook %s.%s: reconciling now", payload.get("entity"), payload.get("action"))

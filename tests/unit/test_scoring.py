@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from lifecycle.errors import ConfigError
 from lifecycle.model import ModelTarget
 from lifecycle.schema import Feature, FeatureSchema
 from lifecycle.settings import PROJECT_ROOT
-from serving.webhooks import Forbidden, Unauthorized, WebhookVerifier, sign
+from serving.webhooks import Forbidden, SqlDeliveryLog, Unauthorized, WebhookVerifier, sign
 from training import data as data_mod
 from training.pipeline import build_pipeline
 
@@ -220,3 +221,24 @@ def test_webhook_verifier_accepts_mlflow_signatures_once() -> None:
         )
     with pytest.raises(Forbidden, match="does not match"):
         verifier.verify({**headers, "x-mlflow-delivery-id": "d-3"}, body)
+
+
+def test_a_replay_is_rejected_by_every_worker_sharing_the_database(tmp_path: Path) -> None:
+    """Two uvicorn workers are two verifiers; the delivery log in the application database
+    makes the second reject what the first accepted."""
+    now = 1_700_000_000.0
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    first = WebhookVerifier("s3cret", SqlDeliveryLog(url), clock=lambda: now)
+    second = WebhookVerifier("s3cret", SqlDeliveryLog(url), clock=lambda: now)
+    body = b'{"entity": "model_version_alias", "action": "updated"}'
+    ts = str(int(now))
+    headers = {
+        "x-mlflow-delivery-id": "shared-1",
+        "x-mlflow-timestamp": ts,
+        "x-mlflow-signature": sign("s3cret", "shared-1", ts, body.decode()),
+    }
+    first.verify(headers, body)
+    with pytest.raises(Forbidden, match="already received"):
+        second.verify(headers, body)
+    # Past the window the id is forgotten (the timestamp check refuses such a replay anyway).
+    assert SqlDeliveryLog(url).first_time("shared-1", now + 601, now + 1201)
