@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from mlflow.exceptions import MlflowException
 
-from lifecycle.errors import LifecycleError
+from lifecycle.errors import ConfigError, LifecycleError
 from lifecycle.settings import Settings
 
 app = typer.Typer(
@@ -48,7 +48,7 @@ def _truthy(value: str | None, default: bool, field: str = "register") -> bool:
         return True
     if value.lower() in ("0", "false", "no", "off"):
         return False
-    raise typer.BadParameter(f"{field}: expected true or false, got '{value}'")
+    raise ConfigError(f"{field}: expected true or false, got '{value}'")
 
 
 def _settings() -> Settings:

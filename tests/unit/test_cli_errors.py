@@ -60,3 +60,8 @@ def test_unreachable_tracking_server_for_tune_and_evaluate(env: dict[str, str]) 
 def test_bad_estimator_parameter(env: dict[str, str]) -> None:
     result = run_cli("train", "--param", "C", env=env)
     assert_one_line_error(result, "params: expected KEY=VALUE, got 'C'")
+
+
+def test_mlproject_boolean_parameter_is_checked(env: dict[str, str]) -> None:
+    result = run_cli("train", "--register-value", "maybe", env=env)
+    assert_one_line_error(result, "register: expected true or false, got 'maybe'")
