@@ -264,6 +264,37 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def row_ids(request_id: str, n: int) -> list[str]:
+    """One row keeps the request id; row i of a batch is `<request id>-<i>` (for /feedback)."""
+    return [request_id] if n == 1 else [f"{request_id}-{i}" for i in range(n)]
+
+
+def predict_response(
+    model: LoadedModel,
+    data: Rows,
+    scored: Scored,
+    request_id: str,
+    ids: Sequence[str],
+    at: datetime,
+) -> dict[str, Any]:
+    """The /predict answer, the same from REST and from an async task."""
+    items = [
+        {
+            "prediction": scored.predictions[i],
+            "label": scored.labels[i],
+            "probabilities": scored.probabilities[i] if scored.probabilities else None,
+        }
+        for i in range(len(data))
+    ]
+    content: dict[str, Any] = {"request_id": request_id, "timestamp": at.isoformat()}
+    if data.batch:
+        content["predictions"] = [{"request_id": ids[i], **item} for i, item in enumerate(items)]
+    else:
+        content.update(items[0])
+    content["model"] = model.describe()
+    return content
+
+
 def records(
     model: LoadedModel,
     data: Rows,

@@ -110,11 +110,6 @@ class RuntimeCell:
             self._runtime = None
 
 
-def row_ids(request_id: str, n: int) -> list[str]:
-    """The REST rule: one row keeps the request id, row i of a batch is `<request id>-<i>`."""
-    return [request_id] if n == 1 else [f"{request_id}-{i}" for i in range(n)]
-
-
 def score_request(
     runtime: Runtime, request_id: str, body: Any, source: str = "async"
 ) -> dict[str, Any]:
@@ -123,25 +118,11 @@ def score_request(
     model = runtime.model()
     rows = scoring.parse_predict(body, model.schema, runtime.settings.max_batch_rows)
     scored = scoring.score(model, rows)
-    ids = row_ids(request_id, len(rows))
+    ids = scoring.row_ids(request_id, len(rows))
     now = datetime.now(UTC)
     latency_ms = (time.perf_counter() - started) * 1000
     runtime.store.write(scoring.records(model, rows, scored, ids, source, now, latency_ms))
-    items = [
-        {
-            "prediction": scored.predictions[i],
-            "label": scored.labels[i],
-            "probabilities": scored.probabilities[i] if scored.probabilities else None,
-        }
-        for i in range(len(rows))
-    ]
-    result: dict[str, Any] = {"request_id": request_id, "timestamp": now.isoformat()}
-    if rows.batch:
-        result["predictions"] = [{"request_id": ids[i], **item} for i, item in enumerate(items)]
-    else:
-        result.update(items[0])
-    result["model"] = model.describe()
-    return result
+    return scoring.predict_response(model, rows, scored, request_id, ids, now)
 
 
 def file_format(path: Path) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -30,22 +29,9 @@ async def predict(request: Request, services: Svc) -> JSONResponse:
     rows = scoring.parse_predict(body, model.schema, services.settings.max_batch_rows)
     scored = scoring.score(model, rows)
     rid = request.state.request_id
-    ids = row_ids(rid, len(rows))
+    ids = scoring.row_ids(rid, len(rows))
     now = datetime.now(UTC)
-    items = [
-        {
-            "prediction": scored.predictions[i],
-            "label": scored.labels[i],
-            "probabilities": scored.probabilities[i] if scored.probabilities else None,
-        }
-        for i in range(len(rows))
-    ]
-    content: dict[str, Any] = {"request_id": rid, "timestamp": now.isoformat()}
-    if rows.batch:
-        content["predictions"] = [{"request_id": ids[i], **item} for i, item in enumerate(items)]
-    else:
-        content.update(items[0])
-    content["model"] = model.describe()
+    content = scoring.predict_response(model, rows, scored, rid, ids, now)
     record(services, model, rows, scored, ids, now, started)
     return JSONResponse(content, headers=model_headers(model))
 
@@ -62,14 +48,9 @@ async def invocations(request: Request, services: Svc) -> JSONResponse:
     model = services.holder.get()
     rows = scoring.parse_invocations(body, model.schema, services.settings.max_batch_rows)
     scored = scoring.score(model, rows)
-    ids = row_ids(request.state.request_id, len(rows))
+    ids = scoring.row_ids(request.state.request_id, len(rows))
     record(services, model, rows, scored, ids, datetime.now(UTC), started)
     return JSONResponse({"predictions": scored.predictions}, headers=model_headers(model))
-
-
-def row_ids(request_id: str, n: int) -> list[str]:
-    """One row keeps the request id; row i of a batch is `<request id>-<i>` (for /feedback)."""
-    return [request_id] if n == 1 else [f"{request_id}-{i}" for i in range(n)]
 
 
 def model_headers(model: LoadedModel) -> dict[str, str]:

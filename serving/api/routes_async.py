@@ -50,10 +50,6 @@ class BrokerUnavailable(LifecycleError):
     status_code = 503
 
 
-class UnsupportedUpload(LifecycleError):
-    status_code = 415
-
-
 def celery_client(request: Request, services: Services) -> LifecycleCelery:
     state = request.app.state
     with _lock:
@@ -153,7 +149,7 @@ async def batch(request: Request, services: Svc) -> JSONResponse:
         input_path = await _save_upload(request, services, task_id, _UPLOAD_TYPES[ctype])
         output_path = None
     else:
-        raise UnsupportedUpload(
+        raise scoring.UnsupportedMediaType(
             f"content type must be application/json (a path) or one of "
             f"{', '.join(_UPLOAD_TYPES)} (the file), got '{ctype or 'none'}'"
         )
