@@ -59,10 +59,6 @@ def _echo(message: str) -> None:
     typer.echo(message)
 
 
-def _metrics_line(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
-
-
 @app.command()
 def tracking() -> None:
     """Run the MLflow tracking server for the configured backend (SQLite by default)."""
@@ -132,6 +128,7 @@ def train(
     register_value: RegisterValueOpt = None,
 ) -> None:
     """Fit the configured pipeline and log it to MLflow."""
+    from training.metrics import metrics_line
     from training.train import TrainRequest, parse_params
     from training.train import train as run_train
 
@@ -148,7 +145,7 @@ def train(
             run_name=run_name or None,
         ),
     )
-    _echo(f"run {result.run_id}  {_metrics_line(result.metrics)}")
+    _echo(f"run {result.run_id}  {metrics_line(result.metrics)}")
     if result.version:
         _echo(f"registered {result.registered_name} version {result.version}")
 
@@ -168,6 +165,7 @@ def tune(
     register_value: RegisterValueOpt = None,
 ) -> None:
     """Search the configured space with Optuna; each trial is a nested MLflow run."""
+    from training.metrics import metrics_line
     from training.tune import TuneRequest
     from training.tune import tune as run_tune
 
@@ -189,7 +187,7 @@ def tune(
         f"study {result.study_name}: {result.n_trials} trials, best {result.best_value:.4f} "
         f"with {result.best_params}"
     )
-    _echo(f"run {result.run_id}  {_metrics_line(result.metrics)}")
+    _echo(f"run {result.run_id}  {metrics_line(result.metrics)}")
     if result.version:
         _echo(f"registered {result.registered_name} version {result.version}")
 
@@ -206,6 +204,7 @@ def evaluate(
     """Score a registered version (or a run's model) on held-out data and log the metrics."""
     from training.evaluate import EvaluateRequest
     from training.evaluate import evaluate as run_evaluate
+    from training.metrics import metrics_line
 
     result = run_evaluate(
         _settings(),
@@ -216,7 +215,7 @@ def evaluate(
             data_run_id=data_run_id or None,
         ),
     )
-    _echo(f"{result.model_uri}: {_metrics_line(result.metrics)} (run {result.run_id})")
+    _echo(f"{result.model_uri}: {metrics_line(result.metrics)} (run {result.run_id})")
 
 
 StageOpt = Annotated[

@@ -141,12 +141,12 @@ def main_command(
     echo: Echo,
 ) -> None:
     """train → register → promote: the MLproject `main` entry point."""
+    from training.metrics import metrics_line
     from training.train import train
 
     normalize_stage(stage)
     result = train(settings, train_request)
-    metrics = "  ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()))
-    echo(f"run {result.run_id}  {metrics}")
+    echo(f"run {result.run_id}  {metrics_line(result.metrics)}")
     if result.registered_name is None or result.version is None:
         raise LifecycleError("training did not register a model")
     echo(f"registered {result.registered_name} version {result.version}")

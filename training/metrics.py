@@ -39,6 +39,11 @@ def score(model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
+def metrics_line(scores: dict[str, float]) -> str:
+    """Scores on one line, as the CLI prints them."""
+    return "  ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items()))
+
+
 def confusion_figure(model: Any, X: pd.DataFrame, y: pd.Series, schema: FeatureSchema) -> Figure:
     classes = list(schema.classes)
     matrix = skm.confusion_matrix(y, model.predict(X), labels=classes)
