@@ -24,8 +24,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,59 +39,13 @@ import pandas as pd
 import sqlalchemy as sa
 
 # The same isolation the tests use: a fresh database and a fresh vhost, dropped afterwards.
-from tests.support.services import temp_database
+from lifecycle.supervisor import Supervisor
+from tests.support.services import free_port, temp_database, wait_http
 from tests.support.worker import rabbit_vhost
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW = [5.1, 3.5, 1.4, 0.2]
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(url)
-
-
-class Procs:
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.children: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "lifecycle", *args],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=ROOT,
-            )
-        self.children.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.children):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.children:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def tree_rss(pid: int) -> int:
@@ -256,7 +208,7 @@ def main() -> None:
     from lifecycle.settings import Settings
 
     work = Path(tempfile.mkdtemp(prefix="lc-async-bench-"))
-    procs = Procs(work)
+    procs = Supervisor(work)
     results: dict[str, Any] = {
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -275,9 +227,9 @@ def main() -> None:
                 LIFECYCLE_BATCH_CHUNK_ROWS=str(args.chunk_rows),
                 MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
             )
-            procs.start("mlflow", ["tracking"], env)
+            procs.start("mlflow", [sys.executable, "-m", "lifecycle", "tracking"], env)
             env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{tport}"
-            wait_http(f"{env['MLFLOW_TRACKING_URI']}/health")
+            wait_http(f"{env['MLFLOW_TRACKING_URI']}/health", 120)
             for cmd in (
                 ["train", "--register"],
                 ["promote", "iris-classifier", "1", "--stage", "Production", "--force"],
@@ -289,10 +241,14 @@ def main() -> None:
                     cwd=ROOT,
                     capture_output=True,
                 )
-            worker = procs.start("worker", ["worker"], env)
-            procs.start("api", ["serve", "--port", str(aport)], env)
+            worker = procs.start(
+                "worker", [sys.executable, "-m", "lifecycle", "worker"], env
+            ).process
+            procs.start(
+                "api", [sys.executable, "-m", "lifecycle", "serve", "--port", str(aport)], env
+            )
             api = f"http://127.0.0.1:{aport}"
-            wait_http(f"{api}/ready")
+            wait_http(f"{api}/ready", 120)
             time.sleep(3)  # the worker loads the model too
             settings = Settings(
                 data_dir=work / "data",

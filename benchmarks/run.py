@@ -32,6 +32,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.services import free_port, stop_process_group, wait_http
+
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "benchmarks" / "post.lua"
 MODEL = "bench-iris"
@@ -45,14 +47,6 @@ class Server:
     process: subprocess.Popen[bytes]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def start(
     name: str, cmd: list[str], env: dict[str, str], ready: str, logs: Path, timeout: float = 120
@@ -64,30 +58,10 @@ def start(
         )
     base = ready.rsplit("/", 1)[0]
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited; see {logs / f'{name}.log'}")
-            try:
-                if httpx.get(ready, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name} not ready at {ready}")
-            time.sleep(0.5)
+        wait_http(ready, timeout, proc)
         yield Server(name, base, proc)
     finally:
-        import signal
-
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        except ProcessLookupError:
-            pass
+        stop_process_group(proc)
 
 
 def wrk(url: str, path: str, body_file: Path, connections: int, duration: int) -> dict[str, Any]:
