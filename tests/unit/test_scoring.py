@@ -194,16 +194,20 @@ def test_model_uri_that_is_not_a_registry_target_is_a_config_error() -> None:
         ModelTarget.parse("runs:/abc/model")
 
 
+def signed(delivery_id: str, timestamp: str, body: bytes) -> dict[str, str]:
+    """The headers MLflow sends for `body`, signed with the tests' secret."""
+    return {
+        "x-mlflow-delivery-id": delivery_id,
+        "x-mlflow-timestamp": timestamp,
+        "x-mlflow-signature": sign("s3cret", delivery_id, timestamp, body.decode()),
+    }
+
+
 def test_webhook_verifier_accepts_mlflow_signatures_once() -> None:
     now = 1_700_000_000.0
     verifier = WebhookVerifier("s3cret", clock=lambda: now)
     body = b'{"entity": "model_version_alias", "action": "created"}'
-    ts = str(int(now))
-    headers = {
-        "x-mlflow-delivery-id": "d-1",
-        "x-mlflow-timestamp": ts,
-        "x-mlflow-signature": sign("s3cret", "d-1", ts, body.decode()),
-    }
+    headers = signed("d-1", str(int(now)), body)
     verifier.verify(headers, body)
     with pytest.raises(Forbidden, match="already received"):
         verifier.verify(headers, body)
@@ -211,14 +215,7 @@ def test_webhook_verifier_accepts_mlflow_signatures_once() -> None:
         verifier.verify({k: v for k, v in headers.items() if k != "x-mlflow-signature"}, body)
     stale = str(int(now) - 301)
     with pytest.raises(Forbidden, match="tolerance"):
-        verifier.verify(
-            {
-                "x-mlflow-delivery-id": "d-2",
-                "x-mlflow-timestamp": stale,
-                "x-mlflow-signature": sign("s3cret", "d-2", stale, body.decode()),
-            },
-            body,
-        )
+        verifier.verify(signed("d-2", stale, body), body)
     with pytest.raises(Forbidden, match="does not match"):
         verifier.verify({**headers, "x-mlflow-delivery-id": "d-3"}, body)
 
@@ -231,12 +228,7 @@ def test_a_replay_is_rejected_by_every_worker_sharing_the_database(tmp_path: Pat
     first = WebhookVerifier("s3cret", SqlDeliveryLog(url), clock=lambda: now)
     second = WebhookVerifier("s3cret", SqlDeliveryLog(url), clock=lambda: now)
     body = b'{"entity": "model_version_alias", "action": "updated"}'
-    ts = str(int(now))
-    headers = {
-        "x-mlflow-delivery-id": "shared-1",
-        "x-mlflow-timestamp": ts,
-        "x-mlflow-signature": sign("s3cret", "shared-1", ts, body.decode()),
-    }
+    headers = signed("shared-1", str(int(now)), body)
     first.verify(headers, body)
     with pytest.raises(Forbidden, match="already received"):
         second.verify(headers, body)
