@@ -39,7 +39,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 # The same isolation the tests use: a fresh database and a fresh vhost, dropped afterwards.
-from lifecycle.supervisor import Supervisor
+from lifecycle.cli.supervisor import Supervisor
 from tests.support.services import free_port, temp_database, wait_http
 from tests.support.worker import rabbit_vhost
 
@@ -205,7 +205,7 @@ def main() -> None:
     if not pg or not amqp:
         sys.exit("set LIFECYCLE_TEST_POSTGRES_URL and LIFECYCLE_TEST_AMQP_URL (docs/testing.md)")
     sys.path.insert(0, str(ROOT))
-    from lifecycle.settings import Settings
+    from lifecycle.core.settings import Settings
 
     work = Path(tempfile.mkdtemp(prefix="lc-async-bench-"))
     procs = Supervisor(work)

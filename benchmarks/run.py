@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: wrk not found; install it with `apt-get install wrk`", file=sys.stderr)
         return 2
 
-    from lifecycle import mlflow_gateway
-    from lifecycle.settings import Settings
+    from lifecycle.core import mlflow_gateway
+    from lifecycle.core.settings import Settings
     from training.train import TrainRequest, train
 
     scratch = Path(tempfile.mkdtemp(prefix="lifecycle-bench-"))

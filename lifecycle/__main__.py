@@ -1,3 +1,3 @@
-from lifecycle.cli import main
+from lifecycle.cli.main import main
 
 main()

@@ -6,8 +6,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from lifecycle.errors import LifecycleError
-from lifecycle.settings import Settings
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.settings import Settings
 from registry.gates import GateResult, PromotionRefused
 from registry.listing import KEY_METRICS, list_versions
 from registry.promotion import PromotionResult, promote, rollback

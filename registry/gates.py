@@ -20,8 +20,8 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
-from lifecycle.config import GatesConfig
-from lifecycle.errors import ConfigError, GateFailed
+from lifecycle.core.config import GatesConfig
+from lifecycle.core.errors import ConfigError, GateFailed
 
 QUALITY = "quality"
 SIGNATURE = "signature"

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from lifecycle import mlflow_gateway
-from lifecycle.settings import Settings
+from lifecycle.core import mlflow_gateway
+from lifecycle.core.settings import Settings
 from registry import audit
 
 KEY_METRICS = ("f1_macro", "accuracy")

@@ -16,8 +16,8 @@ import filelock
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from lifecycle.errors import ConfigError, LifecycleError
-from lifecycle.settings import Settings
+from lifecycle.core.errors import ConfigError, LifecycleError
+from lifecycle.core.settings import Settings
 
 
 class LockTimeout(LifecycleError):

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from lifecycle import mlflow_gateway
-from lifecycle.config import GatesConfig, Stage, load_gates
-from lifecycle.errors import LifecycleError
-from lifecycle.settings import Settings
+from lifecycle.core import mlflow_gateway
+from lifecycle.core.config import GatesConfig, Stage, load_gates
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.settings import Settings
 from registry import audit
 from registry.gates import GateResult, PromotionRefused, enforce, run_gates
 from registry.lock import promotion_lock

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import get_args
 
-from lifecycle.config import Stage
-from lifecycle.errors import ConfigError
+from lifecycle.core.config import Stage
+from lifecycle.core.errors import ConfigError
 
 STAGES: tuple[Stage, ...] = get_args(Stage)
 PRODUCTION: Stage = "Production"

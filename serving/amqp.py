@@ -26,9 +26,10 @@ from kombu import Connection, Exchange, Producer, Queue
 from kombu.message import Message
 from kombu.mixins import ConsumerMixin
 
-from lifecycle.errors import LifecycleError
-from lifecycle.settings import Settings
-from serving.async_scoring import TRANSIENT, Runtime, score_request
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.settings import Settings
+from serving.async_scoring import TRANSIENT, score_request
+from serving.wiring import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class MalformedMessage(LifecycleError):
 
 def parse_message(body: bytes | str, properties: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The request id and the /predict body of one message; MalformedMessage says why not."""
-    from lifecycle.scoring import loads
+    from serving.validation import loads
 
     raw = body.encode() if isinstance(body, str) else body
     try:

@@ -1,7 +1,8 @@
 """Composition root for uvicorn workers: `uvicorn --factory serving.asgi:build`.
 
 Each worker process calls `build()` once: settings are read here, and every worker gets its
-own holder, reconciler (so each follows the registry on its own) and prediction store.
+own runtime (holder, reconciler, prediction store, metrics; the same wiring as the Celery
+worker) and its own Celery client.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import sys
 
 from fastapi import FastAPI
 
-from lifecycle.model import ModelHolder, Reconciler
-from lifecycle.settings import Settings
-from lifecycle.store import PredictionStore
+from lifecycle.core.settings import Settings
 from serving.api.app import create_app
 from serving.metrics import Metrics, multiprocess_dir
+from serving.wiring import Runtime
+from serving.worker import make_celery
 
 
 def build() -> FastAPI:
@@ -27,8 +28,12 @@ def build() -> FastAPI:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = Settings()
-    metrics = Metrics(multiprocess_dir())
-    holder = ModelHolder.from_settings(settings, observer=metrics)
-    reconciler = Reconciler(holder, settings.poll_interval)
-    store = PredictionStore.from_settings(settings, observer=metrics)
-    return create_app(settings, holder, store, reconciler=reconciler, metrics=metrics)
+    runtime = Runtime.from_settings(settings, Metrics(multiprocess_dir()))
+    return create_app(
+        settings,
+        runtime.holder,
+        runtime.store,
+        reconciler=runtime.reconciler,
+        metrics=runtime.metrics,
+        celery=make_celery(settings),
+    )

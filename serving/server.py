@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from lifecycle.settings import Settings
+from lifecycle.core.settings import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -18,8 +18,8 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
-from lifecycle.errors import LifecycleError
-from lifecycle.store_schema import dialect_insert, make_engine
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.store.tables import dialect_insert, make_engine
 
 SIGNATURE = "x-mlflow-signature"
 DELIVERY_ID = "x-mlflow-delivery-id"

@@ -21,10 +21,11 @@ from celery import Celery, bootsteps
 from celery.backends.database import DatabaseBackend
 from kombu.transport import sqlalchemy as kombu_sqla
 
-from lifecycle.model import ModelUnavailable
-from lifecycle.settings import Settings
-from serving import async_scoring
-from serving.async_scoring import TRANSIENT, RuntimeCell
+from lifecycle.core.settings import Settings
+from serving import async_scoring, batch_files
+from serving.async_scoring import TRANSIENT
+from serving.runtime import ModelUnavailable
+from serving.wiring import RuntimeCell
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def _register_tasks(app: LifecycleCelery, settings: Settings) -> None:
     ) -> dict[str, Any]:
         task_id = str(self.request.id)
         runtime = app.runtime_cell.get()
-        return async_scoring.score_file(runtime, task_id, input_path, output_path, source)
+        return batch_files.score_file(runtime, task_id, input_path, output_path, source)
 
 
 class RuntimeStep(bootsteps.StartStopStep):

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from lifecycle.settings import PROJECT_ROOT, Settings
+from lifecycle.core.settings import PROJECT_ROOT, Settings
 from tests.support.services import TrackingServer, temp_database, tracking_server
 
 

@@ -9,9 +9,9 @@ import pandas as pd
 from sklearn import datasets as sk_datasets
 from sklearn.model_selection import train_test_split
 
-from lifecycle.config import DatasetConfig
-from lifecycle.errors import DataError
-from lifecycle.schema import FeatureSchema
+from lifecycle.core.config import DatasetConfig
+from lifecycle.core.errors import DataError
+from lifecycle.core.schema import FeatureSchema
 
 _SKLEARN_LOADERS = {
     "iris": sk_datasets.load_iris,

@@ -17,10 +17,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from lifecycle import mlflow_gateway
-from lifecycle.errors import DataError, NotFound
-from lifecycle.schema import FeatureSchema
-from lifecycle.settings import Settings
+from lifecycle.core import mlflow_gateway
+from lifecycle.core.errors import DataError, NotFound
+from lifecycle.core.schema import FeatureSchema
+from lifecycle.core.settings import Settings
 from training import metrics, record
 
 

@@ -13,7 +13,7 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
-from lifecycle.schema import FeatureSchema
+from lifecycle.core.schema import FeatureSchema
 
 
 def score(model: Any, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:

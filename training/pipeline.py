@@ -12,8 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from lifecycle.errors import ConfigError
-from lifecycle.schema import FeatureSchema
+from lifecycle.core.errors import ConfigError
+from lifecycle.core.schema import FeatureSchema
 
 ESTIMATORS: dict[str, type[ClassifierMixin]] = {
     "logistic_regression": LogisticRegression,

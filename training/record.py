@@ -13,7 +13,7 @@ from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.models.model import ModelInfo
 
-from lifecycle.schema import FeatureSchema
+from lifecycle.core.schema import FeatureSchema
 from training import metrics
 from training.data import Dataset, Split
 

@@ -8,10 +8,10 @@ from typing import Any
 import mlflow
 import yaml
 
-from lifecycle import mlflow_gateway
-from lifecycle.config import TrainingConfig, load_datasets, load_training
-from lifecycle.errors import ConfigError
-from lifecycle.settings import Settings
+from lifecycle.core import mlflow_gateway
+from lifecycle.core.config import TrainingConfig, load_datasets, load_training
+from lifecycle.core.errors import ConfigError
+from lifecycle.core.settings import Settings
 from training import data as data_mod
 from training import record
 from training.pipeline import build_pipeline

@@ -16,10 +16,10 @@ import optuna
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import StratifiedKFold
 
-from lifecycle import mlflow_gateway
-from lifecycle.config import ParamSpace
-from lifecycle.errors import ConfigError
-from lifecycle.settings import Settings
+from lifecycle.core import mlflow_gateway
+from lifecycle.core.config import ParamSpace
+from lifecycle.core.errors import ConfigError
+from lifecycle.core.settings import Settings
 from training import record
 from training.pipeline import build_pipeline
 from training.train import Prepared, log_common, prepare

@@ -12,17 +12,18 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lifecycle.model import ModelHolder, Reconciler
-from lifecycle.settings import Settings
+from lifecycle.core.settings import Settings
+from lifecycle.core.store import PredictionStore
 from serving.api import errors, routes, routes_admin, routes_async, routes_ops
 from serving.api.deps import Services
 from serving.metrics import Metrics
+from serving.runtime import ModelHolder, Reconciler
 from serving.webhooks import SqlDeliveryLog, WebhookVerifier
+from serving.worker import LifecycleCelery
 
 log = logging.getLogger(__name__)
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -31,10 +32,11 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 def create_app(
     settings: Settings,
     holder: ModelHolder,
-    store: Any = None,
+    store: PredictionStore | None = None,
     *,
     reconciler: Reconciler | None = None,
     metrics: Metrics | None = None,
+    celery: LifecycleCelery | None = None,
 ) -> FastAPI:
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
     services = Services(
@@ -48,6 +50,7 @@ def create_app(
             if secret
             else None
         ),
+        celery=celery,
     )
 
     @asynccontextmanager

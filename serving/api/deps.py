@@ -8,21 +8,31 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from lifecycle.model import ModelHolder, Reconciler
-from lifecycle.scoring import PayloadTooLarge, UnsupportedMediaType, loads
-from lifecycle.settings import Settings
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.settings import Settings
+from lifecycle.core.store import PredictionStore
 from serving.metrics import Metrics
+from serving.runtime import ModelHolder, Reconciler
+from serving.validation import PayloadTooLarge, UnsupportedMediaType, loads
 from serving.webhooks import Forbidden, Unauthorized, WebhookVerifier
+from serving.worker import LifecycleCelery
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
+    """The app's collaborators, built once at start-up (`serving.asgi` or a test)."""
+
     settings: Settings
     holder: ModelHolder
     reconciler: Reconciler | None
-    store: Any  # lifecycle.store.PredictionStore; Any so the API starts without a store too
+    store: PredictionStore | None
     metrics: Metrics
     verifier: WebhookVerifier | None
+    celery: LifecycleCelery | None
+
+
+class AsyncDisabled(LifecycleError):
+    status_code = 503
 
 
 # async: FastAPI runs plain `def` dependencies in a thread pool, a thread hop per request.
@@ -34,8 +44,37 @@ async def get_services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(get_services)]
 
 
-async def require_admin(request: Request, services: Svc) -> None:
-    token = services.settings.admin_token
+async def get_settings(services: Svc) -> Settings:
+    return services.settings
+
+
+async def get_holder(services: Svc) -> ModelHolder:
+    return services.holder
+
+
+async def get_store(services: Svc) -> PredictionStore | None:
+    return services.store
+
+
+async def get_metrics(services: Svc) -> Metrics:
+    return services.metrics
+
+
+async def get_celery(services: Svc) -> LifecycleCelery:
+    if services.celery is None:
+        raise AsyncDisabled("async scoring is not configured on this server")
+    return services.celery
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+HolderDep = Annotated[ModelHolder, Depends(get_holder)]
+StoreDep = Annotated[PredictionStore | None, Depends(get_store)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+CeleryDep = Annotated[LifecycleCelery, Depends(get_celery)]
+
+
+async def require_admin(request: Request, settings: SettingsDep) -> None:
+    token = settings.admin_token
     if token is None or not token.get_secret_value():
         raise Forbidden("admin endpoints are disabled: set LIFECYCLE_ADMIN_TOKEN to enable them")
     header = request.headers.get("authorization", "")

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lifecycle.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError
 
 log = logging.getLogger(__name__)
 

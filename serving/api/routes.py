@@ -1,17 +1,23 @@
-"""Scoring endpoints: `/predict` (the reference body and more) and MLflow's `/invocations`."""
+"""Scoring endpoints: `/predict` (the reference body and more) and MLflow's `/invocations`.
+
+Both only translate: parse the body with the one validator, call `serving.inference.infer`,
+queue its records, answer.
+"""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from lifecycle import scoring
-from lifecycle.model import LoadedModel
+from lifecycle.core.store import PredictionStore
+from serving import validation
 from serving.api import schemas
-from serving.api.deps import Services, Svc, json_body
+from serving.api.deps import HolderDep, MetricsDep, SettingsDep, StoreDep, json_body
+from serving.inference import Inference, InferenceRequest, infer
+from serving.metrics import Metrics
+from serving.runtime import LoadedModel
 
 router = APIRouter(tags=["scoring"])
 
@@ -22,18 +28,20 @@ router = APIRouter(tags=["scoring"])
     openapi_extra=schemas.body(schemas.PREDICT),
     responses=schemas.ERRORS,
 )
-async def predict(request: Request, services: Svc) -> JSONResponse:
+async def predict(
+    request: Request,
+    settings: SettingsDep,
+    holder: HolderDep,
+    store: StoreDep,
+    metrics: MetricsDep,
+) -> JSONResponse:
     started = time.perf_counter()
-    body = await json_body(request, services.settings.max_body_bytes)
-    model = services.holder.get()
-    rows = scoring.parse_predict(body, model.schema, services.settings.max_batch_rows)
-    scored = scoring.score(model, rows)
-    rid = request.state.request_id
-    ids = scoring.row_ids(rid, len(rows))
-    now = datetime.now(UTC)
-    content = scoring.predict_response(model, rows, scored, rid, ids, now)
-    record(services, model, rows, scored, ids, now, started)
-    return JSONResponse(content, headers=model_headers(model))
+    body = await json_body(request, settings.max_body_bytes)
+    model = holder.get()
+    rows = validation.parse_predict(body, model.schema, settings.max_batch_rows)
+    result = infer(model, InferenceRequest(rows, request.state.request_id, "rest", started=started))
+    record(result, store, metrics)
+    return JSONResponse(result.answer(), headers=model_headers(model))
 
 
 @router.post(
@@ -42,15 +50,20 @@ async def predict(request: Request, services: Svc) -> JSONResponse:
     openapi_extra=schemas.body(schemas.INVOCATIONS),
     responses=schemas.ERRORS,
 )
-async def invocations(request: Request, services: Svc) -> JSONResponse:
+async def invocations(
+    request: Request,
+    settings: SettingsDep,
+    holder: HolderDep,
+    store: StoreDep,
+    metrics: MetricsDep,
+) -> JSONResponse:
     started = time.perf_counter()
-    body = await json_body(request, services.settings.max_body_bytes)
-    model = services.holder.get()
-    rows = scoring.parse_invocations(body, model.schema, services.settings.max_batch_rows)
-    scored = scoring.score(model, rows)
-    ids = scoring.row_ids(request.state.request_id, len(rows))
-    record(services, model, rows, scored, ids, datetime.now(UTC), started)
-    return JSONResponse({"predictions": scored.predictions}, headers=model_headers(model))
+    body = await json_body(request, settings.max_body_bytes)
+    model = holder.get()
+    rows = validation.parse_invocations(body, model.schema, settings.max_batch_rows)
+    result = infer(model, InferenceRequest(rows, request.state.request_id, "rest", started=started))
+    record(result, store, metrics)
+    return JSONResponse({"predictions": result.predictions}, headers=model_headers(model))
 
 
 def model_headers(model: LoadedModel) -> dict[str, str]:
@@ -64,18 +77,9 @@ def model_headers(model: LoadedModel) -> dict[str, str]:
     return headers
 
 
-def record(
-    services: Services,
-    model: LoadedModel,
-    rows: scoring.Rows,
-    scored: scoring.Scored,
-    ids: list[str],
-    created_at: datetime,
-    started: float,
-) -> None:
-    services.metrics.observe_predictions(model, scored.labels)
-    if services.store is None:
+def record(result: Inference, store: PredictionStore | None, metrics: Metrics) -> None:
+    metrics.observe_predictions(result.model, result.labels)
+    if store is None:
         return
-    latency_ms = (time.perf_counter() - started) * 1000
-    for record in scoring.records(model, rows, scored, ids, "rest", created_at, latency_ms):
-        services.store.submit(record)
+    for row in result.records:
+        store.submit(row)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from lifecycle import scoring
+from serving import validation
 from serving.api import schemas
 from serving.api.deps import Admin, Svc, read_limited
 from serving.webhooks import Forbidden, is_alias_event
@@ -52,7 +52,7 @@ async def mlflow_webhook(request: Request, services: Svc) -> JSONResponse:
     body = await read_limited(request, services.settings.max_body_bytes)
     # The replay check writes to the application database: off the event loop.
     await run_in_threadpool(verifier.verify, request.headers, body)
-    payload = scoring.loads(body)
+    payload = validation.loads(body)
     if is_alias_event(payload):
         log.info("webhook %s.%s: reconciling now", payload.get("entity"), payload.get("action"))
         if services.reconciler is not None:

@@ -2,15 +2,14 @@
 
 The request id becomes the task id, so it is known before the task is sent: a redelivered task
 stores its predictions under the same ids (the store skips them), and the client can look the
-predictions up (or send /feedback) under the id it got back. The Celery client is built on
-first use from the app's settings, so an API that never sees an async request never connects.
+predictions up (or send /feedback) under the id it got back. The Celery client is built at
+start-up with the app's other collaborators; it connects to the broker on the first send.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,13 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from lifecycle import scoring
-from lifecycle.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.settings import Settings
+from serving import validation
 from serving.api import schemas
-from serving.api.deps import Services, Svc, json_body
-from serving.async_scoring import file_format
-from serving.worker import SCORE_FILE_TASK, SCORE_TASK, LifecycleCelery, make_celery
+from serving.api.deps import CeleryDep, HolderDep, SettingsDep, json_body
+from serving.batch_files import file_format
+from serving.worker import SCORE_FILE_TASK, SCORE_TASK, LifecycleCelery
 
 router = APIRouter(tags=["async"])
 
@@ -43,21 +43,10 @@ _UPLOAD_TYPES = {
     "application/vnd.apache.parquet": ".parquet",
     "application/x-parquet": ".parquet",
 }
-_lock = threading.Lock()
 
 
 class BrokerUnavailable(LifecycleError):
     status_code = 503
-
-
-def celery_client(request: Request, services: Services) -> LifecycleCelery:
-    state = request.app.state
-    with _lock:
-        client: LifecycleCelery | None = getattr(state, "celery", None)
-        if client is None:
-            client = make_celery(services.settings)
-            state.celery = client
-    return client
 
 
 def _accepted(task_id: str, kind: str) -> JSONResponse:
@@ -99,14 +88,15 @@ async def _send(client: LifecycleCelery, name: str, task_id: str, **kwargs: Any)
     openapi_extra=schemas.body(schemas.PREDICT),
     responses=schemas.ERRORS,
 )
-async def predict_async(request: Request, services: Svc) -> JSONResponse:
-    body = await json_body(request, services.settings.max_body_bytes)
-    model = services.holder.current
+async def predict_async(
+    request: Request, settings: SettingsDep, holder: HolderDep, client: CeleryDep
+) -> JSONResponse:
+    body = await json_body(request, settings.max_body_bytes)
+    model = holder.current
     if model is not None:
         # Bad input is refused now with a 4xx, not discovered later as a failed task.
-        scoring.parse_predict(body, model.schema, services.settings.max_batch_rows)
+        validation.parse_predict(body, model.schema, settings.max_batch_rows)
     task_id: str = request.state.request_id
-    client = celery_client(request, services)
     await _send(client, SCORE_TASK, task_id, args=[task_id, body, "async"])
     return _accepted(task_id, "predict")
 
@@ -139,56 +129,55 @@ async def predict_async(request: Request, services: Svc) -> JSONResponse:
     },
     responses=schemas.ERRORS,
 )
-async def batch(request: Request, services: Svc) -> JSONResponse:
+async def batch(request: Request, settings: SettingsDep, client: CeleryDep) -> JSONResponse:
     task_id: str = request.state.request_id
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
-        body = await json_body(request, services.settings.max_body_bytes)
+        body = await json_body(request, settings.max_body_bytes)
         input_path, output_path = _paths(body)
     elif ctype in _UPLOAD_TYPES:
-        input_path = await _save_upload(request, services, task_id, _UPLOAD_TYPES[ctype])
+        input_path = await _save_upload(request, settings, task_id, _UPLOAD_TYPES[ctype])
         output_path = None
     else:
-        raise scoring.UnsupportedMediaType(
+        raise validation.UnsupportedMediaType(
             f"content type must be application/json (a path) or one of "
             f"{', '.join(_UPLOAD_TYPES)} (the file), got '{ctype or 'none'}'"
         )
-    client = celery_client(request, services)
     await _send(client, SCORE_FILE_TASK, task_id, args=[input_path, output_path, "batch"])
     return _accepted(task_id, "batch")
 
 
 def _paths(body: Any) -> tuple[str, str | None]:
     if not isinstance(body, dict) or not isinstance(body.get("path"), str) or not body["path"]:
-        raise scoring.InvalidInput('body must be {"path": "<CSV or Parquet file>"}')
+        raise validation.InvalidInput('body must be {"path": "<CSV or Parquet file>"}')
     unknown = sorted(set(body) - {"path", "output_path"})
     if unknown:
-        raise scoring.InvalidInput(f"unknown field(s) {', '.join(unknown)}: expected path")
+        raise validation.InvalidInput(f"unknown field(s) {', '.join(unknown)}: expected path")
     output = body.get("output_path")
     if output is not None and not isinstance(output, str):
-        raise scoring.InvalidInput("output_path must be a string")
+        raise validation.InvalidInput("output_path must be a string")
     path = Path(body["path"])
     if not path.is_absolute():
-        raise scoring.InvalidInput("path must be absolute (a path the worker can read)")
+        raise validation.InvalidInput("path must be absolute (a path the worker can read)")
     file_format(path)
     if output:
         file_format(Path(output))
     return str(path), output
 
 
-async def _save_upload(request: Request, services: Services, task_id: str, suffix: str) -> str:
-    folder = services.settings.resolved_batch_dir() / "in"
+async def _save_upload(request: Request, settings: Settings, task_id: str, suffix: str) -> str:
+    folder = settings.resolved_batch_dir() / "in"
     await run_in_threadpool(folder.mkdir, parents=True, exist_ok=True)
     target = folder / f"{task_id}{suffix}"
     partial = folder / f"{task_id}{suffix}.partial"
-    limit = services.settings.max_upload_bytes
+    limit = settings.max_upload_bytes
     size = 0
     handle = await run_in_threadpool(partial.open, "wb")
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise scoring.PayloadTooLarge(f"upload exceeds the limit of {limit} bytes")
+                raise validation.PayloadTooLarge(f"upload exceeds the limit of {limit} bytes")
             await run_in_threadpool(handle.write, chunk)
     except BaseException:
         handle.close()
@@ -197,7 +186,7 @@ async def _save_upload(request: Request, services: Services, task_id: str, suffi
     handle.close()
     if size == 0:
         partial.unlink(missing_ok=True)
-        raise scoring.InvalidInput("upload is empty: send the file as the request body")
+        raise validation.InvalidInput("upload is empty: send the file as the request body")
     os.replace(partial, target)
     return str(target)
 
@@ -207,10 +196,9 @@ async def _save_upload(request: Request, services: Services, task_id: str, suffi
     summary="State of an async task: pending, started, success (with result) or failure",
     responses=schemas.ERRORS,
 )
-async def task_status(task_id: str, request: Request, services: Svc) -> JSONResponse:
+async def task_status(task_id: str, client: CeleryDep) -> JSONResponse:
     if not _TASK_ID.fullmatch(task_id):
-        raise scoring.InvalidInput("task id: 1-64 characters of letters, digits and ._:-")
-    client = celery_client(request, services)
+        raise validation.InvalidInput("task id: 1-64 characters of letters, digits and ._:-")
 
     def read() -> tuple[str, Any]:
         result = client.AsyncResult(task_id)

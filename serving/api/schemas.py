@@ -1,6 +1,6 @@
 """OpenAPI descriptions of the request bodies.
 
-Bodies are parsed by `lifecycle.scoring` from the served model's schema (which changes with
+Bodies are parsed by `serving.validation` from the served model's schema (which changes with
 the model), so these schemas document the shapes; the parser gives the precise 4xx.
 """
 

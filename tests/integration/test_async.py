@@ -24,7 +24,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.message import Message
 from mlflow.tracking import MlflowClient
 
-from lifecycle.settings import PROJECT_ROOT, Settings
+from lifecycle.core.settings import PROJECT_ROOT, Settings
 from tests.support.api import IRIS_ROW, Api, serve_api
 from tests.support.services import TrackingServer
 from tests.support.worker import Worker, rabbit_vhost, start_worker, wait_task

@@ -23,9 +23,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import registry
-from lifecycle import mlflow_gateway
-from lifecycle.settings import PROJECT_ROOT, Settings
-from lifecycle.up import bootstrap
+from lifecycle.cli.up import bootstrap
+from lifecycle.core import mlflow_gateway
+from lifecycle.core.settings import PROJECT_ROOT, Settings
 from registry.commands import models_command
 from registry.lock import LockTimeout, promotion_lock
 from tests.support.services import TrackingServer, free_port

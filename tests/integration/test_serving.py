@@ -26,8 +26,8 @@ import pytest
 from cryptography.fernet import Fernet
 from mlflow.tracking import MlflowClient
 
-from lifecycle import mlflow_gateway
-from lifecycle.settings import Settings
+from lifecycle.core import mlflow_gateway
+from lifecycle.core.settings import Settings
 from serving.webhooks import sign
 from tests.support.api import (
     IRIS_ROW,

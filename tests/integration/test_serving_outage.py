@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 import registry
-from lifecycle.settings import Settings
+from lifecycle.core.settings import Settings
 from tests.support.api import IRIS_ROW, serve_api, wait_version
 from tests.support.pgcluster import PgCluster, pg_cluster
 from training.train import TrainRequest, train

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.store import PredictionStore, StoreUnavailable
+from lifecycle.core.store import PredictionStore, StoreUnavailable
 from tests.support.pgcluster import PgCluster, pg_cluster
 from tests.support.store_records import CountingObserver, make_record
 

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lifecycle.settings import PROJECT_ROOT, Settings
+from lifecycle.core.settings import PROJECT_ROOT, Settings
 from tests.support.cli import cli_env, run_cli
 from tests.unit.test_data import mixed_csv
 from training.evaluate import EvaluateRequest, evaluate

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lifecycle.settings import PROJECT_ROOT, Settings
+from lifecycle.core.settings import PROJECT_ROOT, Settings
 
 BIN = Path(sys.executable).parent
 

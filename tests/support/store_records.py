@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from lifecycle.store import PredictionRecord
+from lifecycle.core.store import PredictionRecord
 
 LABELS = ("setosa", "versicolor", "virginica")
 

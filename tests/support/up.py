@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lifecycle.settings import PROJECT_ROOT
+from lifecycle.core.settings import PROJECT_ROOT
 from tests.support.cli import cli_env
 from tests.support.services import free_port
 

@@ -15,13 +15,17 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from lifecycle import predictors, scoring
-from lifecycle.config import load_datasets, load_training
-from lifecycle.model import LoadedModel, ModelHolder, ModelTarget, Reconciler, VersionRef
-from lifecycle.settings import PROJECT_ROOT, Settings
-from lifecycle.store import PredictionStore
+from lifecycle.core.config import load_datasets, load_training
+from lifecycle.core.settings import PROJECT_ROOT, Settings
+from lifecycle.core.store import PredictionStore
+from serving import predictors
 from serving.amqp import MalformedMessage, parse_message
-from serving.async_scoring import BatchFileError, Runtime, score_file, score_request
+from serving.async_scoring import score_request
+from serving.batch_files import score_file
+from serving.metrics import Metrics
+from serving.runtime import LoadedModel, ModelHolder, ModelTarget, Reconciler, VersionRef
+from serving.validation import InvalidInput
+from serving.wiring import Runtime
 from training import data as data_mod
 from training.pipeline import build_pipeline
 
@@ -49,7 +53,7 @@ def _load(ref: VersionRef, target: ModelTarget) -> LoadedModel:
         predictor=predictors.sklearn_candidates(pipeline, data.schema)[-1],
         loaded_at=datetime.now(UTC),
         flavor="sklearn",
-        labels=scoring.label_lookup(data.schema),
+        labels=dict(zip(data.schema.classes, data.schema.class_labels, strict=True)),
     )
 
 
@@ -59,7 +63,7 @@ def runtime(tmp_path: Path) -> Runtime:
     holder = ModelHolder(ModelTarget("iris-classifier", stage="Production"), FixedVersion(), _load)  # type: ignore[arg-type]
     holder.reconcile()
     store = PredictionStore.from_settings(settings)
-    return Runtime(settings, holder, Reconciler(holder, 60), store)
+    return Runtime(settings, holder, Reconciler(holder, 60), store, Metrics())
 
 
 def _frame(n: int, schema_names: list[str]) -> pd.DataFrame:
@@ -127,18 +131,18 @@ def test_bad_files_fail_with_the_row_and_feature_and_leave_no_output(
     frame.loc[12, names[2]] = "tall"
     bad = tmp_path / "bad.csv"
     frame.to_csv(bad, index=False)
-    message = re.escape(f"row 12: feature '{names[2]}' must be a finite number, got 'tall'")
-    with pytest.raises(BatchFileError, match=message):
+    message = re.escape(f"row 12: feature '{names[2]}' must be a number, got 'tall'")
+    with pytest.raises(InvalidInput, match=message):
         score_file(runtime, "bad", str(bad))
     assert not list(runtime.settings.resolved_batch_dir().rglob("bad.*"))
 
     frame[[names[0]]].to_csv(tmp_path / "few.csv", index=False)
-    with pytest.raises(BatchFileError, match="missing feature column"):
+    with pytest.raises(InvalidInput, match="missing feature"):
         score_file(runtime, "few", str(tmp_path / "few.csv"))
     (tmp_path / "x.json").write_text("{}")
-    with pytest.raises(BatchFileError, match="unsupported type"):
+    with pytest.raises(InvalidInput, match="unsupported type"):
         score_file(runtime, "json", str(tmp_path / "x.json"))
-    with pytest.raises(BatchFileError, match="does not exist"):
+    with pytest.raises(InvalidInput, match="does not exist"):
         score_file(runtime, "gone", str(tmp_path / "gone.csv"))
 
 
@@ -153,7 +157,7 @@ def test_score_request_answers_like_predict_and_stores_once(runtime: Runtime) ->
         ("req-2-0", "async", "7"),
         ("req-2-1", "async", "7"),
     ]
-    with pytest.raises(scoring.InvalidInput, match="expected 4 features"):
+    with pytest.raises(InvalidInput, match="expected 4 features"):
         score_request(runtime, "req-3", {"features": [1.0]})
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lifecycle.settings import PROJECT_ROOT
+from lifecycle.core.settings import PROJECT_ROOT
 from tests.support.cli import cli_env, run_cli
 from tests.support.services import REQUIRE_ENV
 

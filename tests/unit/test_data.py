@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from mlflow.types import DataType
 
-from lifecycle.config import DatasetConfig, load_datasets, load_training
-from lifecycle.errors import ConfigError, DataError
-from lifecycle.schema import FeatureSchema
-from lifecycle.settings import PROJECT_ROOT
+from lifecycle.core.config import DatasetConfig, load_datasets, load_training
+from lifecycle.core.errors import ConfigError, DataError
+from lifecycle.core.schema import FeatureSchema
+from lifecycle.core.settings import PROJECT_ROOT
 from training import data
 from training.pipeline import build_pipeline
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.config import GatesConfig, load_gates
-from lifecycle.errors import ConfigError
-from lifecycle.settings import PROJECT_ROOT, Settings
+from lifecycle.core.config import GatesConfig, load_gates
+from lifecycle.core.errors import ConfigError
+from lifecycle.core.settings import PROJECT_ROOT, Settings
 from registry import audit
 from registry.gates import (
     MINIMUM,

@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lifecycle import predictors, scoring
-from lifecycle.config import load_datasets, load_training
-from lifecycle.errors import ConfigError
-from lifecycle.model import ModelTarget
-from lifecycle.schema import Feature, FeatureSchema
-from lifecycle.settings import PROJECT_ROOT
+from lifecycle.core.config import load_datasets, load_training
+from lifecycle.core.errors import ConfigError
+from lifecycle.core.schema import Feature, FeatureSchema
+from lifecycle.core.settings import PROJECT_ROOT
+from serving import predictors
+from serving import validation
+from serving.runtime import ModelTarget
 from serving.webhooks import Forbidden, SqlDeliveryLog, Unauthorized, WebhookVerifier, sign
 from training import data as data_mod
 from training.pipeline import build_pipeline
@@ -31,8 +32,8 @@ MIXED = FeatureSchema(
 
 
 def test_reference_body_and_features_by_name_give_the_same_row() -> None:
-    by_position = scoring.parse_predict({"features": [5.1, 3.5, 1.4, 0.2]}, IRIS, 10)
-    by_name = scoring.parse_predict(
+    by_position = validation.parse_predict({"features": [5.1, 3.5, 1.4, 0.2]}, IRIS, 10)
+    by_name = validation.parse_predict(
         {"features": {"pw": 0.2, "pl": 1.4, "sw": 3.5, "sl": 5.1}}, IRIS, 10
     )
     assert not by_position.batch
@@ -42,7 +43,7 @@ def test_reference_body_and_features_by_name_give_the_same_row() -> None:
 
 def test_batches_and_the_mlflow_protocol_forms_agree() -> None:
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3, 5.2, 2.3]]
-    expected = scoring.parse_predict({"instances": rows}, IRIS, 10).X.tolist()
+    expected = validation.parse_predict({"instances": rows}, IRIS, 10).X.tolist()
     records = [dict(zip(IRIS.names, r, strict=True)) for r in rows]
     for body in (
         {"dataframe_split": {"columns": IRIS.names, "data": rows}},
@@ -52,7 +53,7 @@ def test_batches_and_the_mlflow_protocol_forms_agree() -> None:
         {"inputs": rows},
         {"inputs": {n: [r[i] for r in rows] for i, n in enumerate(IRIS.names)}},
     ):
-        assert scoring.parse_invocations(body, IRIS, 10).X.tolist() == expected, body
+        assert validation.parse_invocations(body, IRIS, 10).X.tolist() == expected, body
 
 
 @pytest.mark.parametrize(
@@ -61,9 +62,9 @@ def test_batches_and_the_mlflow_protocol_forms_agree() -> None:
         ({"features": [1, 2, 3]}, "features: expected 4 features (sl, sw, pl, pw), got 3"),
         ({"features": {"sl": 1, "sw": 2, "pl": 3, "px": 4}}, "unknown feature(s) 'px'"),
         ({"features": {"sl": 1, "sw": 2, "pl": 3}}, "missing feature(s) 'pw'"),
-        ({"features": [1, 2, 3, float("nan")]}, "feature 'pw' must be finite, got nan"),
+        ({"features": [1, 2, 3, float("nan")]}, "feature 'pw' must be a number, got null"),
         ({"features": [1, 2, float("inf"), 4]}, "feature 'pl' must be finite, got inf"),
-        ({"features": [1, "2", 3, 4]}, "feature 'sw' must be a number, got str"),
+        ({"features": [1, "2", 3, 4]}, "feature 'sw' must be a number, got '2'"),
         ({"features": [1, True, 3, 4]}, "feature 'sw' must be a number, got bool"),
         ({"features": [1, 2, 3, 10**400]}, "feature 'pw' is out of range"),
         ({"instances": []}, "instances is empty"),
@@ -76,8 +77,8 @@ def test_batches_and_the_mlflow_protocol_forms_agree() -> None:
     ],
 )
 def test_bad_predict_bodies_name_the_problem(body: object, message: str) -> None:
-    with pytest.raises(scoring.InvalidInput) as err:
-        scoring.parse_predict(body, IRIS, 2)
+    with pytest.raises(validation.InvalidInput) as err:
+        validation.parse_predict(body, IRIS, 2)
     assert message in err.value.message
     assert err.value.status_code == 422
 
@@ -94,36 +95,36 @@ def test_bad_predict_bodies_name_the_problem(body: object, message: str) -> None
     ],
 )
 def test_bad_invocations_name_the_problem(body: object, message: str) -> None:
-    with pytest.raises(scoring.InvalidInput) as err:
-        scoring.parse_invocations(body, IRIS, 10)
+    with pytest.raises(validation.InvalidInput) as err:
+        validation.parse_invocations(body, IRIS, 10)
     assert message in err.value.message
 
 
 def test_strict_json_refuses_nan_and_reports_malformed_bodies() -> None:
-    with pytest.raises(scoring.InvalidInput, match="NaN is not a valid number"):
-        scoring.loads(b'{"features": [NaN]}')
-    with pytest.raises(scoring.MalformedBody, match="malformed JSON"):
-        scoring.loads(b'{"features": [1,')
-    with pytest.raises(scoring.MalformedBody, match="not UTF-8"):
-        scoring.loads(b'{"a": "\xff"}')
-    with pytest.raises(scoring.MalformedBody, match="nested too deeply"):
-        scoring.loads(b"[" * 100_000)
+    with pytest.raises(validation.InvalidInput, match="NaN is not a valid number"):
+        validation.loads(b'{"features": [NaN]}')
+    with pytest.raises(validation.MalformedBody, match="malformed JSON"):
+        validation.loads(b'{"features": [1,')
+    with pytest.raises(validation.MalformedBody, match="not UTF-8"):
+        validation.loads(b'{"a": "\xff"}')
+    with pytest.raises(validation.MalformedBody, match="nested too deeply"):
+        validation.loads(b"[" * 100_000)
 
 
 def test_categorical_features_accept_strings_numbers_and_null() -> None:
-    rows = scoring.parse_predict({"instances": [[30, "Oslo"], [40, 7], [50, None]]}, MIXED, 10)
+    rows = validation.parse_predict({"instances": [[30, "Oslo"], [40, 7], [50, None]]}, MIXED, 10)
     assert rows.X.dtype == object
     assert rows.X[:, 1].tolist() == ["Oslo", "7", None]
-    with pytest.raises(scoring.InvalidInput, match="'city' must be a string, got list"):
-        scoring.parse_predict({"features": [30, ["Oslo"]]}, MIXED, 10)
+    with pytest.raises(validation.InvalidInput, match="'city' must be a string, got list"):
+        validation.parse_predict({"features": [30, ["Oslo"]]}, MIXED, 10)
 
 
 def test_feedback_labels_normalise_to_the_class_label() -> None:
-    assert scoring.normalise_label("virginica", IRIS) == "virginica"
-    assert scoring.normalise_label(2, IRIS) == "virginica"
-    assert scoring.normalise_label("1", IRIS) == "versicolor"
-    with pytest.raises(scoring.InvalidInput, match="'tulip' is not a class"):
-        scoring.normalise_label("tulip", IRIS)
+    assert validation.normalise_label("virginica", IRIS) == "virginica"
+    assert validation.normalise_label(2, IRIS) == "virginica"
+    assert validation.normalise_label("1", IRIS) == "versicolor"
+    with pytest.raises(validation.InvalidInput, match="'tulip' is not a class"):
+        validation.normalise_label("tulip", IRIS)
 
 
 def _fitted(dataset: str, estimator: str) -> tuple[object, FeatureSchema, pd.DataFrame]:
@@ -161,7 +162,7 @@ def test_compiled_path_handles_categorical_columns() -> None:
     y = pd.Series(["no", "yes", "no", "yes", "yes", "no"])
     pipeline = build_pipeline(MIXED, "logistic_regression", {}, 0).fit(frame, y)
     candidates = predictors.sklearn_candidates(pipeline, MIXED)
-    X = scoring.matrix([[25.0, "a"], [65.0, "zzz"], [35.0, None]], MIXED)
+    X = validation.matrix([[25.0, "a"], [65.0, "zzz"], [35.0, None]], MIXED)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fast = candidates[0].predict(X)

@@ -9,19 +9,23 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import uvicorn
+from mlflow.tracking import MlflowClient
 
-from lifecycle.model import ModelHolder, ModelTarget, RegistryProbe
-from lifecycle.settings import Settings
+from lifecycle.core.settings import Settings
 from serving.api.app import create_app
+from serving.runtime import MlflowRegistryProbe, ModelHolder, ModelTarget
 from tests.support.services import free_port
 
 
 @pytest.fixture(scope="module")
 def bare() -> Iterator[tuple[str, ModelHolder]]:
-    # Port 9 (discard) on localhost refuses connections: an unreachable registry.
-    holder = ModelHolder(
-        ModelTarget("iris", stage="Production"), RegistryProbe("http://127.0.0.1:9", 1)
-    )
+    # Port 9 (discard) on localhost refuses connections: an unreachable registry, probed with
+    # the fail-fast HTTP settings a serving process runs with (serving.runtime.probe).
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    patch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    client = MlflowClient(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9")
+    holder = ModelHolder(ModelTarget("iris", stage="Production"), MlflowRegistryProbe(client))
     app = create_app(Settings(admin_token=None, webhook_secret=None), holder)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", access_log=False))
@@ -33,6 +37,7 @@ def bare() -> Iterator[tuple[str, ModelHolder]]:
     yield f"http://127.0.0.1:{port}", holder
     server.should_exit = True
     thread.join(10)
+    patch.undo()
 
 
 def test_admin_endpoints_refuse_when_no_token_is_configured(bare: tuple[str, ModelHolder]) -> None:

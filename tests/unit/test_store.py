@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.settings import PROJECT_ROOT, Settings
-from lifecycle.store import PredictionStore, StoreUnavailable
+from lifecycle.core.settings import PROJECT_ROOT, Settings
+from lifecycle.core.store import PredictionStore, StoreUnavailable
 from tests.support.store_records import CountingObserver, make_record
 
 
@@ -184,7 +184,7 @@ def test_full_queue_and_full_spool_drop_counted_and_logged_once(
     )
     stores.append(store)
 
-    with caplog.at_level(logging.WARNING, logger="lifecycle.store"):
+    with caplog.at_level(logging.WARNING, logger="lifecycle.core.store"):
         for i in range(10):
             store.submit(make_record(i))
 
@@ -227,7 +227,7 @@ def test_spool_of_a_killed_process_is_replayed_once_by_the_next_store(
         f"""
         import os, time
         from pathlib import Path
-        from lifecycle.store import PredictionStore
+        from lifecycle.core.store import PredictionStore
         from tests.support.store_records import make_record
         url, spool = {sqlite_url(db_dir / "p.db")!r}, Path({str(spool)!r})
         store = PredictionStore(url, spool, flush_interval=0.02)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import accuracy_score, precision_score
 
-from lifecycle.errors import NotFound
-from lifecycle.store import PredictionStore
+from lifecycle.core.errors import NotFound
+from lifecycle.core.store import PredictionStore
 from tests.support.store_records import LABELS, make_record
 
 

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lifecycle.schema import FeatureSchema
+from lifecycle.core.schema import FeatureSchema
 
 Output = tuple[np.ndarray, np.ndarray | None]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from lifecycle.settings import Settings
+from lifecycle.core.settings import Settings
 
 
 def server_command(settings: Settings) -> list[str]:

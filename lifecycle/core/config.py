@@ -8,7 +8,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lifecycle.errors import ConfigError
+from lifecycle.core.errors import ConfigError
 
 
 class _Strict(BaseModel):

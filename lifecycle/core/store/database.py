@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from lifecycle.errors import LifecycleError
-from lifecycle.store_schema import (
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.store.tables import (
     PredictionRecord,
     classification_stats,
     feedback,
@@ -29,7 +29,7 @@ from lifecycle.store_schema import (
     upsert_feedback,
 )
 
-log = logging.getLogger("lifecycle.store")
+log = logging.getLogger("lifecycle.core.store")
 
 
 class StoreUnavailable(LifecycleError):

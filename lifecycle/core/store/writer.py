@@ -16,20 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from lifecycle.errors import NotFound
-from lifecycle.spool import Spool, read_segment
-from lifecycle.store_db import PredictionDatabase, StoreUnavailable
-from lifecycle.store_schema import PredictionRecord
+from lifecycle.core.errors import NotFound
+from lifecycle.core.store.database import PredictionDatabase, StoreUnavailable
+from lifecycle.core.store.spool import Spool, read_segment
+from lifecycle.core.store.tables import PredictionRecord
 
 if TYPE_CHECKING:
-    from lifecycle.settings import Settings
+    from lifecycle.core.settings import Settings
 
-__all__ = [
-    "PredictionRecord",
-    "PredictionStore",
-    "StoreObserver",
-    "StoreUnavailable",
-]
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from lifecycle.errors import ConfigError
+from lifecycle.core.errors import ConfigError
 
 SOURCES = ("rest", "async", "batch")
 

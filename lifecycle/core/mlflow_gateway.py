@@ -18,8 +18,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from lifecycle.errors import NotFound, TrackingUnavailable
-from lifecycle.settings import Settings
+from lifecycle.core.errors import NotFound, TrackingUnavailable
+from lifecycle.core.settings import Settings
 
 
 def check_reachable(uri: str, timeout: float) -> None:

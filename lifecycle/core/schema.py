@@ -16,7 +16,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
 
-from lifecycle.errors import DataError
+from lifecycle.core.errors import DataError
 
 Kind = Literal["numeric", "categorical"]
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import httpx
 
-from lifecycle import mlflow_gateway
-from lifecycle.errors import GateFailed, LifecycleError, NotFound
-from lifecycle.settings import Settings
-from lifecycle.supervisor import Supervisor
+from lifecycle.cli.supervisor import Supervisor
+from lifecycle.core import mlflow_gateway
+from lifecycle.core.errors import GateFailed, LifecycleError, NotFound
+from lifecycle.core.settings import Settings
 
 
 class StartupFailed(LifecycleError):

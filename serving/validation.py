@@ -1,26 +1,27 @@
-"""Request bodies → a checked feature matrix → predictions, driven by the model's schema.
+"""The one validator: request bodies and file chunks → a checked feature matrix, driven by
+the model's schema.
 
-Shared by every scoring path (REST, Celery, batch): no web framework here. Every problem
-with an input raises `InvalidInput` whose message names the row, the feature and what was
-wrong, so callers can answer 4xx without a traceback.
+Every scoring path (REST, Celery, plain AMQP, batch files) checks its rows here, so a bad row
+gets the same `InvalidInput` and the same message whichever way it came: the message names the
+row, the feature and what was wrong, and callers answer 4xx without a traceback. No web
+framework here.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lifecycle.errors import LifecycleError
-from lifecycle.schema import FeatureSchema
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.schema import Feature, FeatureSchema
 
 if TYPE_CHECKING:
-    from lifecycle.model import LoadedModel
+    import pandas as pd
 
 
 class InvalidInput(LifecycleError):
@@ -191,25 +192,48 @@ def _check_names(given: set[str], schema: FeatureSchema, where: str) -> None:
         raise InvalidInput(f"{where}: missing feature(s) {', '.join(map(repr, missing))}")
 
 
-def _cell(value: Any, feature: Any, where: str) -> Any:
+def _cell(value: Any, feature: Feature, where: str) -> Any:
+    """One value checked and converted; the only place that words a bad value."""
     if feature.kind == "numeric":
         if isinstance(value, bool) or not isinstance(value, int | float):
-            got = "null" if value is None else type(value).__name__
-            raise InvalidInput(f"{where}: feature '{feature.name}' must be a number, got {got}")
+            raise InvalidInput(
+                f"{where}: feature '{feature.name}' must be a number, got {_kind(value)}"
+            )
         number = float(value) if isinstance(value, float) else _int_as_float(value, feature, where)
+        if math.isnan(number):
+            raise InvalidInput(f"{where}: feature '{feature.name}' must be a number, got null")
         if not math.isfinite(number):
             raise InvalidInput(f"{where}: feature '{feature.name}' must be finite, got {number}")
         return number
-    if value is None:
+    if _missing(value):
         return None
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)
-    raise InvalidInput(
-        f"{where}: feature '{feature.name}' must be a string, got {type(value).__name__}"
-    )
+    raise InvalidInput(f"{where}: feature '{feature.name}' must be a string, got {_kind(value)}")
 
 
-def _int_as_float(value: int, feature: Any, where: str) -> float:
+def _kind(value: Any) -> str:
+    """How a refused value is named in a message: its type, or a short repr of a string."""
+    if _missing(value):
+        return "null"
+    if isinstance(value, str):
+        # repr escapes control characters and lone surrogates: safe to echo and to log.
+        return repr(value[:40] + ("…" if len(value) > 40 else ""))
+    if isinstance(value, np.generic):
+        value = value.item()
+    return type(value).__name__
+
+
+def _missing(value: Any) -> bool:
+    # A file's empty cell arrives as NaN (or pandas' NA), a JSON body's as null: both missing.
+    return value is None or (isinstance(value, float) and math.isnan(value)) or _is_na(value)
+
+
+def _is_na(value: Any) -> bool:
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
+def _int_as_float(value: int, feature: Feature, where: str) -> float:
     try:
         return float(value)
     except OverflowError as exc:
@@ -221,22 +245,67 @@ def matrix(values: list[list[Any]], schema: FeatureSchema) -> np.ndarray:
     return np.array(values, dtype=dtype).reshape(len(values), len(schema.names))
 
 
-@dataclass(frozen=True)
-class Scored:
-    predictions: list[Any]
-    labels: list[str]
-    probabilities: list[dict[str, float]] | None
+def frame_rows(frame: pd.DataFrame, schema: FeatureSchema, offset: int = 0) -> Rows:
+    """A DataFrame's feature columns (a file chunk, an input example) checked like JSON rows.
+
+    The check is vectorised per column; the first bad cell in row order is then worded by the
+    same `_cell` that checks JSON bodies, so a bad row reads the same from a file and from a
+    request. Columns that are not features are ignored (a file may carry ids or labels).
+    """
+    missing = [n for n in schema.names if n not in frame.columns]
+    if missing:
+        raise InvalidInput(f"columns: missing feature(s) {', '.join(map(repr, missing))}")
+    columns: list[np.ndarray] = []
+    first_bad = len(frame)
+    for feature in schema.features:
+        values, bad = _column(frame[feature.name], feature)
+        if bad.any():
+            first_bad = min(first_bad, int(np.argmax(bad)))
+        columns.append(values)
+    if first_bad < len(frame):
+        raw = frame.iloc[first_bad]
+        for feature in schema.features:
+            _cell(_python(raw[feature.name]), feature, f"row {offset + first_bad}")
+        raise AssertionError("a bad cell was found but not worded")  # pragma: no cover
+    dtype = np.float64 if not schema.categorical else object
+    X = np.column_stack(columns).astype(dtype, copy=False) if columns else np.empty((0, 0))
+    return Rows(X.reshape(len(frame), len(schema.names)), batch=True)
 
 
-def score(model: LoadedModel, data: Rows) -> Scored:
-    predicted, probs = model.predictor.predict(data.X)
-    predictions = [_plain(p) for p in predicted.tolist()]
-    labels = [model.label_of(p) for p in predictions]
-    probabilities = None
-    if probs is not None:
-        names = [model.label_of(_plain(c)) for c in model.predictor.classes]
-        probabilities = [dict(zip(names, r, strict=True)) for r in probs.tolist()]
-    return Scored(predictions, labels, probabilities)
+def _column(col: pd.Series, feature: Feature) -> tuple[np.ndarray, np.ndarray]:
+    """The column's values and a mask of the cells `_cell` would refuse."""
+    kind = col.dtype.kind
+    if feature.kind == "numeric":
+        if kind in "iuf":
+            values = col.to_numpy(dtype=np.float64)
+            return values, ~np.isfinite(values)
+        cells = col.to_numpy(dtype=object)
+        ok = np.fromiter((_is_number(v) for v in cells), dtype=bool, count=len(cells))
+        values = np.where(ok, cells, np.nan).astype(np.float64)
+        return values, ~ok | ~np.isfinite(values)
+    cells = col.to_numpy(dtype=object)
+    out = np.empty(len(cells), dtype=object)
+    bad = np.zeros(len(cells), dtype=bool)
+    for i, v in enumerate(cells):
+        if _missing(v):
+            out[i] = None
+        elif isinstance(v, str | int | float | np.integer | np.floating) and not isinstance(
+            v, bool | np.bool_
+        ):
+            out[i] = str(_python(v))
+        else:
+            bad[i] = True
+    return out, bad
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def _python(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def normalise_label(value: Any, schema: FeatureSchema) -> str:
@@ -254,73 +323,3 @@ def normalise_label(value: Any, schema: FeatureSchema) -> str:
         f"{lab} ({cls})" for cls, lab in zip(schema.classes, schema.class_labels, strict=True)
     )
     raise InvalidInput(f"label {value!r} is not a class of this model; known: {known}")
-
-
-def label_lookup(schema: FeatureSchema) -> Mapping[Any, str]:
-    return dict(zip(schema.classes, schema.class_labels, strict=True))
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def row_ids(request_id: str, n: int) -> list[str]:
-    """One row keeps the request id; row i of a batch is `<request id>-<i>` (for /feedback)."""
-    return [request_id] if n == 1 else [f"{request_id}-{i}" for i in range(n)]
-
-
-def predict_response(
-    model: LoadedModel,
-    data: Rows,
-    scored: Scored,
-    request_id: str,
-    ids: Sequence[str],
-    at: datetime,
-) -> dict[str, Any]:
-    """The /predict answer, the same from REST and from an async task."""
-    items = [
-        {
-            "prediction": scored.predictions[i],
-            "label": scored.labels[i],
-            "probabilities": scored.probabilities[i] if scored.probabilities else None,
-        }
-        for i in range(len(data))
-    ]
-    content: dict[str, Any] = {"request_id": request_id, "timestamp": at.isoformat()}
-    if data.batch:
-        content["predictions"] = [{"request_id": ids[i], **item} for i, item in enumerate(items)]
-    else:
-        content.update(items[0])
-    content["model"] = model.describe()
-    return content
-
-
-def records(
-    model: LoadedModel,
-    data: Rows,
-    scored: Scored,
-    request_ids: Sequence[str],
-    source: str,
-    created_at: datetime,
-    latency_ms: float,
-) -> list[Any]:
-    """One prediction-store record per row (the same for REST, async and batch scoring)."""
-    from lifecycle.store import PredictionRecord
-
-    features = data.feature_dicts(model.schema.names)
-    return [
-        PredictionRecord(
-            request_id=request_ids[i],
-            created_at=created_at,
-            source=source,
-            model_name=model.name,
-            model_version=model.version,
-            run_id=model.run_id,
-            features=features[i],
-            prediction=scored.predictions[i],
-            label=scored.labels[i],
-            probabilities=scored.probabilities[i] if scored.probabilities else None,
-            latency_ms=latency_ms,
-        )
-        for i in range(len(data))
-    ]

@@ -1,0 +1,63 @@
+"""The `lifecycle` command: every layer's verbs in one CLI, plus `tracking` and `up`.
+
+Each top-level folder owns its verbs (`training/cli.py`, `registry/cli.py`, `serving/cli.py`);
+this root merges them and adds the two verbs that compose the layers. Settings are read by each
+command at its entry, once, and passed down.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from mlflow.exceptions import MlflowException
+
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.options import echo, load_settings
+from registry.cli import app as registry_app
+from serving.cli import app as serving_app
+from training.cli import app as training_app
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Lifecycle: train, gate, promote and serve MLflow models.",
+)
+app.add_typer(training_app)
+app.add_typer(registry_app)
+app.add_typer(serving_app)
+
+
+@app.command()
+def tracking() -> None:
+    """Run the MLflow tracking server for the configured backend (SQLite by default)."""
+    from lifecycle.cli.tracking import server_command
+
+    cmd = server_command(load_settings())
+    os.execv(cmd[0], cmd)
+
+
+@app.command()
+def up() -> None:
+    """Run the embedded stack in the foreground until Ctrl-C."""
+    from lifecycle.cli.up import up as run_up
+
+    raise typer.Exit(run_up(load_settings(), echo))
+
+
+def main() -> None:
+    # Typer reports usage errors itself; expected domain failures become one line, exit 2.
+    try:
+        app()
+    except LifecycleError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
+    except MlflowException as exc:
+        typer.echo(f"error: MLflow: {exc.message.splitlines()[0]}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

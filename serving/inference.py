@@ -1,0 +1,125 @@
+"""The one place where a request becomes scored records: `infer(model, request)`.
+
+REST `/predict` and `/invocations`, Celery tasks, the plain-AMQP consumer and batch files all
+parse their input with `serving.validation` into `Rows`, call `infer`, and then only translate
+the `Inference` back into their own answer and hand its records to the store (queued on the
+request path, written synchronously by tasks). MLServer's `DataPlane.infer` is the model: one
+entry point, thin transports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from lifecycle.core.store import PredictionRecord
+from serving.runtime import LoadedModel
+from serving.validation import Rows
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """Checked rows and where they came from.
+
+    `row_ids` defaults to the request id for one row and `<request id>-<i>` for a batch (the
+    ids /feedback takes). `started` is when the transport received the request, so the stored
+    latency covers parsing too; `per_row` divides it among the rows (a file chunk).
+    """
+
+    rows: Rows
+    request_id: str
+    source: str
+    row_ids: Sequence[str] | None = None
+    started: float = field(default_factory=time.perf_counter)
+    per_row: bool = False
+
+
+@dataclass(frozen=True)
+class Inference:
+    """What one request scored to: the model snapshot, per-row answers and store records."""
+
+    model: LoadedModel
+    request: InferenceRequest
+    ids: list[str]
+    predictions: list[Any]
+    labels: list[str]
+    probabilities: list[dict[str, float]] | None
+    at: datetime
+    records: list[PredictionRecord]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def answer(self) -> dict[str, Any]:
+        """The /predict answer, the same from REST, an async task and plain AMQP."""
+        items = [
+            {
+                "prediction": self.predictions[i],
+                "label": self.labels[i],
+                "probabilities": self.probabilities[i] if self.probabilities else None,
+            }
+            for i in range(len(self))
+        ]
+        content: dict[str, Any] = {
+            "request_id": self.request.request_id,
+            "timestamp": self.at.isoformat(),
+        }
+        if self.request.rows.batch:
+            content["predictions"] = [
+                {"request_id": self.ids[i], **item} for i, item in enumerate(items)
+            ]
+        else:
+            content.update(items[0])
+        content["model"] = self.model.describe()
+        return content
+
+
+def infer(model: LoadedModel, request: InferenceRequest) -> Inference:
+    rows = request.rows
+    n = len(rows)
+    predicted, probs = model.predictor.predict(rows.X)
+    predictions = [_plain(p) for p in predicted.tolist()]
+    labels = [model.label_of(p) for p in predictions]
+    probabilities = None
+    if probs is not None:
+        names = [model.label_of(_plain(c)) for c in model.predictor.classes]
+        probabilities = [dict(zip(names, r, strict=True)) for r in probs.tolist()]
+    ids = list(request.row_ids) if request.row_ids is not None else row_ids(request.request_id, n)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} row ids for {n} rows")
+    at = datetime.now(UTC)
+    latency_ms = (time.perf_counter() - request.started) * 1000
+    if request.per_row:
+        latency_ms /= max(n, 1)
+    features = rows.feature_dicts(model.schema.names)
+    records = [
+        PredictionRecord(
+            request_id=ids[i],
+            created_at=at,
+            source=request.source,
+            model_name=model.name,
+            model_version=model.version,
+            run_id=model.run_id,
+            features=features[i],
+            prediction=predictions[i],
+            label=labels[i],
+            probabilities=probabilities[i] if probabilities else None,
+            latency_ms=latency_ms,
+        )
+        for i in range(n)
+    ]
+    return Inference(model, request, ids, predictions, labels, probabilities, at, records)
+
+
+def row_ids(request_id: str, n: int) -> list[str]:
+    """One row keeps the request id; row i of a batch is `<request id>-<i>` (for /feedback)."""
+    return [request_id] if n == 1 else [f"{request_id}-{i}" for i in range(n)]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
