@@ -26,6 +26,8 @@ from serving.runtime import LoadedModel
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SWAP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# From a one-row task (milliseconds) to a batch file (minutes).
+TASK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0, 1800.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 FeedbackStats = Mapping[str, Mapping[str, float]]
@@ -188,6 +190,32 @@ class Metrics:
             MultiProcessCollector(merged, path=self.multiprocess_dir)
             return generate_latest(merged)
         return generate_latest(self.registry)
+
+
+class TaskMetrics:
+    """The Celery worker's task metrics, registered beside its runtime's `Metrics`.
+
+    Apart from `Metrics` so that the API's /metrics does not list task metrics it never fills.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.tasks = Counter(
+            "lifecycle_worker_tasks",
+            "Celery task runs by task name and outcome (succeeded, failed, retried).",
+            ("task", "state"),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "lifecycle_worker_task_duration_seconds",
+            "Celery task run time by task name, whatever the outcome.",
+            ("task",),
+            buckets=TASK_BUCKETS,
+            registry=registry,
+        )
+
+    def observe_task(self, task: str, state: str, seconds: float) -> None:
+        self.tasks.labels(task, state).inc()
+        self.duration.labels(task).observe(seconds)
 
 
 def _info(model: LoadedModel) -> tuple[str, str, str, str, str]:

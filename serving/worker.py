@@ -24,13 +24,16 @@ from kombu.transport import sqlalchemy as kombu_sqla
 from lifecycle.core.settings import Settings
 from serving import async_scoring, batch_files
 from serving.async_scoring import TRANSIENT
+from serving.metrics import TaskMetrics
 from serving.runtime import ModelUnavailable
 from serving.wiring import RuntimeCell
+from serving.worker_metrics import MetricsServer, TaskObserver
 
 log = logging.getLogger(__name__)
 
 SCORE_TASK = "lifecycle.score"
 SCORE_FILE_TASK = "lifecycle.score_file"
+TASKS = (SCORE_TASK, SCORE_FILE_TASK)
 POOLS = ("threads", "solo", "prefork")
 
 
@@ -111,6 +114,7 @@ def make_celery(settings: Settings) -> LifecycleCelery:
         app.conf.broker_transport_options = {"confirm_publish": True}
     _register_tasks(app, settings)
     app.steps["worker"].add(RuntimeStep)
+    app.steps["worker"].add(MetricsStep)
     if is_amqp(broker) and settings.amqp_consumer:
         app.steps["worker"].add(PlainAmqpStep)
     return app
@@ -148,7 +152,7 @@ class RuntimeStep(bootsteps.StartStopStep):
 
     def start(self, worker: Any) -> None:
         app: LifecycleCelery = worker.app
-        if worker.pool_cls.__module__.endswith("prefork"):
+        if _prefork(worker):
             return  # each child builds its own runtime on its first task
         runtime = app.runtime_cell.get()
         try:
@@ -159,6 +163,45 @@ class RuntimeStep(bootsteps.StartStopStep):
 
     def stop(self, worker: Any) -> None:
         worker.app.runtime_cell.stop()
+
+
+class MetricsStep(bootsteps.StartStopStep):
+    """The worker's own /metrics: its runtime's registry plus task outcomes (docs/async.md)."""
+
+    requires = (RuntimeStep,)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.server: MetricsServer | None = None
+        self.observer: TaskObserver | None = None
+
+    def start(self, worker: Any) -> None:
+        app: LifecycleCelery = worker.app
+        settings = app.lifecycle_settings
+        if not settings.worker_metrics_port:
+            return
+        if _prefork(worker):
+            # The parent holds no runtime and each child its own registry: nothing to serve.
+            log.info("worker metrics are not served with the prefork pool")
+            return
+        registry = app.runtime_cell.get().metrics.registry
+        self.server = MetricsServer(
+            registry, settings.worker_metrics_host, settings.worker_metrics_port
+        )
+        if self.server.start():
+            self.observer = TaskObserver(app, TASKS, TaskMetrics(registry))
+            self.observer.connect()
+
+    def stop(self, worker: Any) -> None:
+        if self.observer is not None:
+            self.observer.disconnect()
+        if self.server is not None:
+            self.server.stop()
+        self.server = self.observer = None
+
+
+def _prefork(worker: Any) -> bool:
+    return bool(worker.pool_cls.__module__.endswith("prefork"))
 
 
 class PlainAmqpStep(bootsteps.StartStopStep):

@@ -99,6 +99,9 @@ def up(settings: Settings, echo: Echo) -> int:
         echo(f"  MLflow UI and registry   {uri}")
         echo(f"  scoring API              {settings.resolved_api_url()}  (docs: /docs)")
         echo(f"  async worker             broker {_safe_url(settings.resolved_broker_url())}")
+        if settings.worker_metrics_port:
+            metrics = f"http://{settings.worker_metrics_host}:{settings.worker_metrics_port}"
+            echo(f"  worker metrics           {metrics}/metrics")
         echo(f"  data directory           {data_dir}")
         echo("Press Ctrl-C to stop.")
         dead = supervisor.wait()

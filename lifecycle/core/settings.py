@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token required by admin actions (reload, promote, rollback)."
     )
-    # Prediction store (lifecycle/store.py).
+    # Prediction store (lifecycle/core/store/).
     prediction_queue_size: int = Field(
         10_000, ge=1, description="Predictions held in memory before submit() spools to disk."
     )
@@ -130,6 +130,16 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(
         1 << 30, ge=1024, description="Largest batch file accepted by POST /batch, in bytes."
+    )
+    worker_metrics_host: str = Field(
+        "127.0.0.1", description="Host the worker's Prometheus /metrics endpoint binds."
+    )
+    worker_metrics_port: int = Field(
+        9101,
+        ge=0,
+        le=65535,
+        description="Port of the worker's Prometheus /metrics (threads and solo pools); "
+        "0 turns it off.",
     )
     amqp_consumer: bool = Field(
         True,

@@ -20,13 +20,15 @@ from lifecycle.core.settings import Settings
 from lifecycle.core.store import PredictionStore
 from serving.api import errors, routes, routes_admin, routes_async, routes_ops
 from serving.api.deps import Services
+from serving.api.models import TASK_ID_PATTERN
 from serving.metrics import Metrics
 from serving.runtime import ModelHolder, Reconciler
 from serving.webhooks import SqlDeliveryLog, WebhookVerifier
 from serving.worker import LifecycleCelery
 
 log = logging.getLogger(__name__)
-_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# A client's X-Request-Id becomes the task id of /predict/async and /batch: the same rule.
+_CLIENT_ID = re.compile(TASK_ID_PATTERN)
 
 
 def create_app(

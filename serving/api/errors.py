@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lifecycle.core.errors import LifecycleError
 
 log = logging.getLogger(__name__)
+_LOCATIONS = {"body", "path", "query", "header", "cookie"}
 
 
 def _response(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -27,7 +28,11 @@ async def _lifecycle(request: Request, exc: Exception) -> JSONResponse:
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    loc = tuple(first.get("loc", ()))
+    # The field, not where it came from: "label", not "body.label"; "task_id", not "path.task_id".
+    if loc and loc[0] in _LOCATIONS:
+        loc = loc[1:]
+    where = ".".join(str(p) for p in loc)
     return _response(422, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
 
 

@@ -7,17 +7,21 @@ queue its records, answer.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from lifecycle.core.schema import FeatureSchema
+from lifecycle.core.settings import Settings
 from lifecycle.core.store import PredictionStore
 from serving import validation
 from serving.api import schemas
 from serving.api.deps import HolderDep, MetricsDep, SettingsDep, StoreDep, json_body
 from serving.inference import Inference, InferenceRequest, infer
 from serving.metrics import Metrics
-from serving.runtime import LoadedModel
+from serving.runtime import LoadedModel, ModelHolder
 
 router = APIRouter(tags=["scoring"])
 
@@ -35,13 +39,8 @@ async def predict(
     store: StoreDep,
     metrics: MetricsDep,
 ) -> JSONResponse:
-    started = time.perf_counter()
-    body = await json_body(request, settings.max_body_bytes)
-    model = holder.get()
-    rows = validation.parse_predict(body, model.schema, settings.max_batch_rows)
-    result = infer(model, InferenceRequest(rows, request.state.request_id, "rest", started=started))
-    record(result, store, metrics)
-    return JSONResponse(result.answer(), headers=model_headers(model))
+    result = await _score(request, validation.parse_predict, settings, holder, store, metrics)
+    return JSONResponse(result.answer(), headers=model_headers(result.model))
 
 
 @router.post(
@@ -57,13 +56,29 @@ async def invocations(
     store: StoreDep,
     metrics: MetricsDep,
 ) -> JSONResponse:
+    result = await _score(request, validation.parse_invocations, settings, holder, store, metrics)
+    return JSONResponse({"predictions": result.predictions}, headers=model_headers(result.model))
+
+
+Parser = Callable[[Any, FeatureSchema, int], validation.Rows]
+
+
+async def _score(
+    request: Request,
+    parse: Parser,
+    settings: Settings,
+    holder: ModelHolder,
+    store: PredictionStore | None,
+    metrics: Metrics,
+) -> Inference:
+    """Body → the one validator → `infer` → records queued; the caller shapes the answer."""
     started = time.perf_counter()
     body = await json_body(request, settings.max_body_bytes)
     model = holder.get()
-    rows = validation.parse_invocations(body, model.schema, settings.max_batch_rows)
+    rows = parse(body, model.schema, settings.max_batch_rows)
     result = infer(model, InferenceRequest(rows, request.state.request_id, "rest", started=started))
     record(result, store, metrics)
-    return JSONResponse({"predictions": result.predictions}, headers=model_headers(model))
+    return result
 
 
 def model_headers(model: LoadedModel) -> dict[str, str]:

@@ -9,25 +9,28 @@ start-up with the app's other collaborators; it connects to the broker on the fi
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.settings import Settings
 from serving import validation
 from serving.api import schemas
-from serving.api.deps import CeleryDep, HolderDep, SettingsDep, json_body
-from serving.batch_files import file_format
+from serving.api.deps import CeleryDep, HolderDep, SettingsDep, json_body, validated
+from serving.api.models import (
+    TASK_ID_PATTERN,
+    BatchPathRequest,
+    TaskAccepted,
+    TaskState,
+    TaskStatus,
+)
 from serving.worker import SCORE_FILE_TASK, SCORE_TASK, LifecycleCelery
 
 router = APIRouter(tags=["async"])
 
-_STATES = {
+_STATES: dict[str, TaskState] = {
     "PENDING": "pending",
     "RECEIVED": "pending",
     "RETRY": "pending",
@@ -35,8 +38,9 @@ _STATES = {
     "SUCCESS": "success",
     "FAILURE": "failure",
     "REVOKED": "failure",
+    "REJECTED": "failure",
+    "IGNORED": "failure",
 }
-_TASK_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _UPLOAD_TYPES = {
     "text/csv": ".csv",
     "application/csv": ".csv",
@@ -49,18 +53,25 @@ class BrokerUnavailable(LifecycleError):
     status_code = 503
 
 
-def _accepted(task_id: str, kind: str) -> JSONResponse:
+_ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Queued; poll the Location (the task's status) for the result",
+        "headers": {"Location": {"description": "/tasks/{task_id}", "schema": {"type": "string"}}},
+    }
+}
+_QUEUE_ERRORS = {
+    400: schemas.MALFORMED,
+    413: schemas.TOO_LARGE,
+    415: "Not one of the accepted content types",
+    503: "Async scoring not configured, or the broker is unavailable",
+}
+
+
+def _accepted(response: Response, task_id: str, kind: Literal["predict", "batch"]) -> TaskAccepted:
     location = f"/tasks/{task_id}"
-    return JSONResponse(
-        {
-            "task_id": task_id,
-            "request_id": task_id,
-            "kind": kind,
-            "status": "pending",
-            "status_url": location,
-        },
-        status_code=202,
-        headers={"Location": location},
+    response.headers["Location"] = location
+    return TaskAccepted(
+        task_id=task_id, request_id=task_id, kind=kind, status="pending", status_url=location
     )
 
 
@@ -86,11 +97,20 @@ async def _send(client: LifecycleCelery, name: str, task_id: str, **kwargs: Any)
     status_code=202,
     summary="Queue one row or a batch for the worker; poll Location for the result",
     openapi_extra=schemas.body(schemas.PREDICT),
-    responses=schemas.ERRORS,
+    responses={
+        **_ACCEPTED,
+        **schemas.error_responses(
+            {**_QUEUE_ERRORS, 415: schemas.NOT_JSON, 422: "Input does not fit the model's schema"}
+        ),
+    },
 )
 async def predict_async(
-    request: Request, settings: SettingsDep, holder: HolderDep, client: CeleryDep
-) -> JSONResponse:
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    holder: HolderDep,
+    client: CeleryDep,
+) -> TaskAccepted:
     body = await json_body(request, settings.max_body_bytes)
     model = holder.current
     if model is not None:
@@ -98,43 +118,42 @@ async def predict_async(
         validation.parse_predict(body, model.schema, settings.max_batch_rows)
     task_id: str = request.state.request_id
     await _send(client, SCORE_TASK, task_id, args=[task_id, body, "async"])
-    return _accepted(task_id, "predict")
+    return _accepted(response, task_id, "predict")
+
+
+_UPLOAD = {"type": "string", "format": "binary", "minLength": 1}
 
 
 @router.post(
     "/batch",
     status_code=202,
     summary="Score a CSV or Parquet file: a path the worker can read, or the file as the body",
+    description="A path is checked for its form only: a file that is missing or unreadable on "
+    "the worker fails the task, which /tasks/{task_id} then reports.",
     openapi_extra={
         "requestBody": {
             "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "path": {"type": "string"},
-                            "output_path": {"type": "string"},
-                        },
-                        "required": ["path"],
-                    },
-                    "example": {"path": "/data/iris.csv"},
-                },
-                "text/csv": {"schema": {"type": "string", "format": "binary"}},
-                "application/vnd.apache.parquet": {
-                    "schema": {"type": "string", "format": "binary"}
-                },
+                # The JSON branch is validated by this same model in the route.
+                "application/json": {"schema": BatchPathRequest.model_json_schema()},
+                "text/csv": {"schema": _UPLOAD},
+                "application/vnd.apache.parquet": {"schema": _UPLOAD},
             },
             "required": True,
         }
     },
-    responses=schemas.ERRORS,
+    responses={
+        **_ACCEPTED,
+        **schemas.error_responses({**_QUEUE_ERRORS, 422: "Invalid path body, or an empty upload"}),
+    },
 )
-async def batch(request: Request, settings: SettingsDep, client: CeleryDep) -> JSONResponse:
+async def batch(
+    request: Request, response: Response, settings: SettingsDep, client: CeleryDep
+) -> TaskAccepted:
     task_id: str = request.state.request_id
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
-        body = await json_body(request, settings.max_body_bytes)
-        input_path, output_path = _paths(body)
+        paths = validated(BatchPathRequest, await json_body(request, settings.max_body_bytes))
+        input_path, output_path = paths.path, paths.output_path
     elif ctype in _UPLOAD_TYPES:
         input_path = await _save_upload(request, settings, task_id, _UPLOAD_TYPES[ctype])
         output_path = None
@@ -144,25 +163,7 @@ async def batch(request: Request, settings: SettingsDep, client: CeleryDep) -> J
             f"{', '.join(_UPLOAD_TYPES)} (the file), got '{ctype or 'none'}'"
         )
     await _send(client, SCORE_FILE_TASK, task_id, args=[input_path, output_path, "batch"])
-    return _accepted(task_id, "batch")
-
-
-def _paths(body: Any) -> tuple[str, str | None]:
-    if not isinstance(body, dict) or not isinstance(body.get("path"), str) or not body["path"]:
-        raise validation.InvalidInput('body must be {"path": "<CSV or Parquet file>"}')
-    unknown = sorted(set(body) - {"path", "output_path"})
-    if unknown:
-        raise validation.InvalidInput(f"unknown field(s) {', '.join(unknown)}: expected path")
-    output = body.get("output_path")
-    if output is not None and not isinstance(output, str):
-        raise validation.InvalidInput("output_path must be a string")
-    path = Path(body["path"])
-    if not path.is_absolute():
-        raise validation.InvalidInput("path must be absolute (a path the worker can read)")
-    file_format(path)
-    if output:
-        file_format(Path(output))
-    return str(path), output
+    return _accepted(response, task_id, "batch")
 
 
 async def _save_upload(request: Request, settings: Settings, task_id: str, suffix: str) -> str:
@@ -194,12 +195,25 @@ async def _save_upload(request: Request, settings: Settings, task_id: str, suffi
 @router.get(
     "/tasks/{task_id}",
     summary="State of an async task: pending, started, success (with result) or failure",
-    responses=schemas.ERRORS,
+    response_model_exclude_unset=True,  # result, error and retrying only when they apply
+    responses=schemas.error_responses(
+        {
+            422: "Not a task id",
+            503: "Async scoring not configured, or the result backend is unavailable",
+        }
+    ),
 )
-async def task_status(task_id: str, client: CeleryDep) -> JSONResponse:
-    if not _TASK_ID.fullmatch(task_id):
-        raise validation.InvalidInput("task id: 1-64 characters of letters, digits and ._:-")
-
+async def task_status(
+    task_id: Annotated[
+        str,
+        Path(
+            pattern=TASK_ID_PATTERN,
+            max_length=64,
+            description="The task id: the request id /predict/async or /batch answered.",
+        ),
+    ],
+    client: CeleryDep,
+) -> TaskStatus:
     def read() -> tuple[str, Any]:
         result = client.AsyncResult(task_id)
         return str(result.state), result.result
@@ -208,15 +222,16 @@ async def task_status(task_id: str, client: CeleryDep) -> JSONResponse:
         state, value = await run_in_threadpool(read)
     except Exception as exc:
         raise BrokerUnavailable(f"result backend unavailable: {type(exc).__name__}: {exc}") from exc
-    status = _STATES.get(state, state.lower())
-    content: dict[str, Any] = {"task_id": task_id, "status": status, "state": state}
+    # A custom state (a task's own update_state) means it is running.
+    status = _STATES.get(state, "started")
+    details: dict[str, Any] = {}
     if status == "success":
-        content["result"] = value
+        details["result"] = value
     elif status == "failure":
-        content["error"] = _error(value)
+        details["error"] = _error(value)
     elif state == "RETRY" and isinstance(value, BaseException):
-        content["retrying"] = _error(value)
-    return JSONResponse(content)
+        details["retrying"] = _error(value)
+    return TaskStatus(task_id=task_id, status=status, state=state, **details)
 
 
 def _error(value: Any) -> str:

@@ -3,61 +3,90 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
+from lifecycle.core.errors import LifecycleError
 from serving import validation
 from serving.api import schemas
-from serving.api.deps import HolderDep, MetricsDep, SettingsDep, StoreDep, json_body
+from serving.api.deps import HolderDep, JsonBodyRoute, MetricsDep, StoreDep
+from serving.api.models import (
+    FeatureInfo,
+    FeedbackAnswer,
+    FeedbackRequest,
+    Following,
+    Health,
+    ModelInfo,
+    ModelRef,
+    Ready,
+)
 from serving.api.routes import model_headers
 from serving.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=JsonBodyRoute)
 FEEDBACK_REFRESH_SECONDS = 10.0
 
 
+class FeedbackDisabled(LifecycleError):
+    status_code = 503
+
+
 @router.get("/health", summary="Liveness: the process answers")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health() -> Health:
+    return Health(status="ok")
 
 
 @router.get(
-    "/ready", summary="Readiness: a model is loaded (details say if the registry is degraded)"
+    "/ready",
+    summary="Readiness: a model is loaded (details say if the registry is degraded)",
+    responses={503: {"model": Ready, "description": "No model loaded yet"}},
 )
-async def ready(holder: HolderDep) -> JSONResponse:
+async def ready(holder: HolderDep, response: Response) -> Ready:
     model = holder.current
-    details = holder.status()
-    body: dict[str, Any] = {
-        "status": "ready" if model else "not ready",
-        "model": model.describe() if model else None,
-        "details": details,
-    }
-    return JSONResponse(body, status_code=200 if model else 503)
+    if model is None:
+        response.status_code = 503
+    return Ready(
+        status="ready" if model else "not ready",
+        model=ModelRef(**model.describe()) if model else None,
+        details=Following.model_validate(holder.status()),
+    )
 
 
-@router.get("/model", summary="The served model, its schema and how it is followed")
-async def model(holder: HolderDep) -> JSONResponse:
+@router.get(
+    "/model",
+    summary="The served model, its schema and how it is followed",
+    responses=schemas.error_responses({503: "No model loaded yet"}),
+)
+async def model(holder: HolderDep, response: Response) -> ModelInfo:
     current = holder.get()
     schema = current.schema
-    body = {
+    response.headers.update(model_headers(current))
+    return ModelInfo(
         **current.describe(),
-        "flavor": current.flavor,
-        "scoring_path": getattr(current.predictor, "path", current.flavor),
-        "loaded_at": current.loaded_at.isoformat(),
-        "features": [{"name": f.name, "kind": f.kind} for f in schema.features],
-        "target": schema.target,
-        "classes": list(schema.classes),
-        "class_labels": list(schema.class_labels),
-        "following": holder.status(),
-    }
-    return JSONResponse(body, headers=model_headers(current))
+        flavor=current.flavor,
+        scoring_path=getattr(current.predictor, "path", current.flavor),
+        loaded_at=current.loaded_at,
+        features=[FeatureInfo(name=f.name, kind=f.kind) for f in schema.features],
+        target=schema.target,
+        classes=list(schema.classes),
+        class_labels=list(schema.class_labels),
+        following=Following.model_validate(holder.status()),
+    )
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def prometheus_metrics(holder: HolderDep, store: StoreDep, metrics: MetricsDep) -> Response:
     current = holder.current
     due = metrics.feedback_due(FEEDBACK_REFRESH_SECONDS)
@@ -72,39 +101,24 @@ async def prometheus_metrics(holder: HolderDep, store: StoreDep, metrics: Metric
 @router.post(
     "/feedback",
     summary="The true label of an earlier prediction (by request id)",
-    openapi_extra=schemas.body(schemas.FEEDBACK),
-    responses={**schemas.ERRORS, 404: {"description": "Unknown request id"}},
+    responses=schemas.error_responses(
+        {
+            400: schemas.MALFORMED,
+            404: "No prediction with this request id",
+            413: schemas.TOO_LARGE,
+            415: schemas.NOT_JSON,
+            422: "Invalid body, or the label is not a class of the served model",
+            503: "No model loaded yet, or no prediction store configured",
+        }
+    ),
 )
 async def feedback(
-    request: Request,
-    settings: SettingsDep,
-    holder: HolderDep,
-    store: StoreDep,
-    metrics: MetricsDep,
-) -> JSONResponse:
-    body = await json_body(request, settings.max_body_bytes)
-    request_id, raw_label = _feedback_fields(body)
+    body: FeedbackRequest, holder: HolderDep, store: StoreDep, metrics: MetricsDep
+) -> FeedbackAnswer:
     current = holder.get()
-    label = validation.normalise_label(raw_label, current.schema)
+    label = validation.normalise_label(body.label, current.schema)
     if store is None:
-        raise validation.InvalidInput(
-            "feedback needs the prediction store, which is not configured"
-        )
-    await run_in_threadpool(store.add_feedback, request_id, label)
+        raise FeedbackDisabled("feedback needs the prediction store, which is not configured")
+    await run_in_threadpool(store.add_feedback, body.request_id, label)
     metrics.feedback_changed()
-    return JSONResponse({"request_id": request_id, "label": label, "status": "recorded"})
-
-
-def _feedback_fields(body: Any) -> tuple[str, Any]:
-    if not isinstance(body, dict):
-        raise validation.InvalidInput('body must be a JSON object with "request_id" and "label"')
-    missing = [k for k in ("request_id", "label") if k not in body]
-    if missing:
-        raise validation.InvalidInput(f"missing field(s): {', '.join(missing)}")
-    extra = sorted(set(body) - {"request_id", "label"})
-    if extra:
-        raise validation.InvalidInput(f"unknown field(s): {', '.join(extra)}")
-    request_id = body["request_id"]
-    if not isinstance(request_id, str) or not request_id or len(request_id) > 200:
-        raise validation.InvalidInput("request_id must be a non-empty string")
-    return request_id, body["label"]
+    return FeedbackAnswer(request_id=body.request_id, label=label, status="recorded")

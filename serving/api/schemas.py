@@ -1,12 +1,15 @@
-"""OpenAPI descriptions of the request bodies.
+"""Hand-written OpenAPI for the bodies no fixed type describes, and the error responses.
 
-Bodies are parsed by `serving.validation` from the served model's schema (which changes with
-the model), so these schemas document the shapes; the parser gives the precise 4xx.
+Scoring bodies are parsed by `serving.validation` from the served model's schema (which
+changes with the model), so these schemas document the shapes; the parser gives the precise
+4xx. Fixed-shape bodies and answers are Pydantic models (`serving.api.models`).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from serving.api.models import ErrorBody
 
 _NUMBER_OR_STRING = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}]}
 _ROW = {
@@ -39,15 +42,6 @@ INVOCATIONS: dict[str, Any] = {
         "params": {"type": "object"},
     },
 }
-FEEDBACK: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "request_id": {"type": "string"},
-        "label": {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"}]},
-    },
-    "required": ["request_id", "label"],
-    "example": {"request_id": "0f6c…", "label": "setosa"},
-}
 WEBHOOK: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -58,23 +52,24 @@ WEBHOOK: dict[str, Any] = {
     },
 }
 
-_ERROR = {
-    "content": {
-        "application/json": {
-            "schema": {"type": "object", "properties": {"detail": {"type": "string"}}}
-        }
+
+def error_responses(reasons: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries: each status with its reason and the one error body."""
+    return {code: {"model": ErrorBody, "description": text} for code, text in reasons.items()}
+
+
+MALFORMED = "Malformed JSON, or not UTF-8"
+TOO_LARGE = "Body over the size limit"
+NOT_JSON = "Not application/json"
+ERRORS = error_responses(
+    {
+        400: MALFORMED,
+        413: TOO_LARGE,
+        415: NOT_JSON,
+        422: "Input does not fit the model's schema",
+        503: "No model loaded yet",
     }
-}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, **_ERROR}
-    for code, text in (
-        (400, "Malformed JSON"),
-        (413, "Body over the size limit"),
-        (415, "Not application/json"),
-        (422, "Input does not fit the model's schema"),
-        (503, "No model loaded yet"),
-    )
-}
+)
 
 
 def body(schema: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import warnings
 from typing import Protocol
 
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
 from lifecycle.core.errors import LifecycleError
@@ -60,10 +60,12 @@ class MlflowRegistryProbe:
                 # Stages are deprecated in MLflow but are what stage targets follow.
                 warnings.simplefilter("ignore", FutureWarning)
                 found = self._client.get_latest_versions(target.name, stages=[target.stage or ""])
-        except MlflowException as exc:
+        except RestException as exc:  # the registry answered, with an error
             if exc.error_code in _ABSENT:
                 return None
             raise RegistryUnavailable(f"registry error: {_first_line(exc.message)}") from exc
+        except MlflowException as exc:  # MLflow's client could not get an answer
+            raise RegistryUnavailable(f"registry unreachable: {_first_line(exc.message)}") from exc
         except Exception as exc:  # any transport failure means "unreachable" to a poller
             raise RegistryUnavailable(
                 f"registry unreachable: {type(exc).__name__}: {_first_line(str(exc))}"

@@ -10,97 +10,20 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import mlflow
-import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy as sa
-from kombu import Connection, Consumer, Exchange, Producer, Queue
-from kombu.message import Message
+from kombu import Connection, Exchange, Producer, Queue
 from mlflow.tracking import MlflowClient
 
-from lifecycle.core.settings import PROJECT_ROOT, Settings
-from tests.support.api import IRIS_ROW, Api, serve_api
+from tests.support.api import IRIS_ROW
 from tests.support.services import TrackingServer
-from tests.support.worker import Worker, rabbit_vhost, start_worker, wait_task
+from tests.support.stack import FEATURES, Stack, drain, iris_frame
+from tests.support.worker import start_worker, wait_task
 from training.train import TrainRequest, train
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
-
-FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
-
-
-@dataclass
-class Stack:
-    api: Api
-    worker: Worker
-    env: dict[str, str]
-    broker: str
-    name: str
-    settings: Settings
-    engine: sa.Engine
-    workdir: Path
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api.url, timeout=30)
-
-    def stored(self, where: str, **params: object) -> list[dict[str, object]]:
-        sql = f"SELECT request_id, source, model_version FROM predictions WHERE {where}"
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
-
-
-@pytest.fixture(scope="module")
-def stack(
-    pg_tracking: TrackingServer, app_database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("async")
-    name = f"async-{uuid.uuid4().hex[:8]}"
-    mlflow.set_tracking_uri(pg_tracking.uri)
-    mlflow.set_registry_uri(pg_tracking.uri)
-    settings = Settings(
-        tracking_uri=pg_tracking.uri,
-        database_url=app_database_url,
-        data_dir=workdir / "data",
-        conf_dir=PROJECT_ROOT / "conf",
-        experiment_name=f"async-{workdir.name}",
-        model_name=name,
-    )
-    v1 = train(settings, TrainRequest(dataset="iris", register=True, model_name=name))
-    MlflowClient(pg_tracking.uri).transition_model_version_stage(
-        name, str(v1.version), "Production", archive_existing_versions=True
-    )
-    engine = sa.create_engine(app_database_url)
-    with rabbit_vhost() as broker:
-        env = {
-            "MLFLOW_TRACKING_URI": pg_tracking.uri,
-            "LIFECYCLE_DATABASE_URL": app_database_url,
-            "LIFECYCLE_BROKER_URL": broker,
-            "LIFECYCLE_MODEL_NAME": name,
-            "LIFECYCLE_POLL_INTERVAL": "0.5",
-            "LIFECYCLE_DATA_DIR": str(workdir / "data"),
-            "LIFECYCLE_BATCH_CHUNK_ROWS": "2000",
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        }
-        with serve_api(env, workdir) as api:
-            worker = start_worker(env, workdir / "worker.log")
-            stack = Stack(api, worker, env, broker, name, settings, engine, workdir)
-            try:
-                yield stack
-            finally:
-                stack.worker.stop()
-    engine.dispose()
-
-
-def iris_frame(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    centre = np.array(IRIS_ROW)
-    return pd.DataFrame(rng.normal(centre, 0.8, size=(n, 4)).round(2), columns=FEATURES)
 
 
 def test_single_and_batch_round_trip_through_rest(stack: Stack, tmp_path: Path) -> None:
@@ -187,9 +110,9 @@ def test_plain_amqp_message_gets_its_result_and_malformed_ones_are_dead_lettered
             reply_to=reply.name,
             correlation_id="corr-3",
         )
-        replies = _drain(conn, reply, 2)
-        on_exchange = _drain(conn, watch, 3)
-        dead_letters = _drain(conn, dead, 2)
+        replies = drain(conn, reply, 2)
+        on_exchange = drain(conn, watch, 3)
+        dead_letters = drain(conn, dead, 2)
 
     ok = next(m for m in replies if m.properties["correlation_id"] == "corr-1")
     body = json.loads(ok.body)
@@ -204,25 +127,6 @@ def test_plain_amqp_message_gets_its_result_and_malformed_ones_are_dead_lettered
     assert "expected 4 features" in reasons["corr-3"]
     assert stack.stored("request_id = :id", id=rid)[0]["source"] == "async"
     assert stack.worker.process.poll() is None
-
-
-def _drain(conn: Connection, queue: Queue, n: int, timeout: float = 30) -> list[Message]:
-    got: list[Message] = []
-
-    def keep(message: Message) -> None:
-        got.append(message)
-        message.ack()
-
-    deadline = time.monotonic() + timeout
-    # on_message: the raw message, since a dead letter's body need not decode.
-    with Consumer(conn.channel(), [queue], on_message=keep, no_ack=False):
-        while len(got) < n and time.monotonic() < deadline:
-            try:
-                conn.drain_events(timeout=0.5)
-            except TimeoutError:
-                continue
-    assert len(got) == n, f"{queue.name}: {len(got)} of {n} messages"
-    return got
 
 
 def test_killed_worker_tasks_complete_on_a_new_worker_and_store_once(

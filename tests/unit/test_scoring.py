@@ -13,8 +13,7 @@ from lifecycle.core.config import load_datasets, load_training
 from lifecycle.core.errors import ConfigError
 from lifecycle.core.schema import Feature, FeatureSchema
 from lifecycle.core.settings import PROJECT_ROOT
-from serving import predictors
-from serving import validation
+from serving import predictors, validation
 from serving.runtime import ModelTarget
 from serving.webhooks import Forbidden, SqlDeliveryLog, Unauthorized, WebhookVerifier, sign
 from training import data as data_mod

@@ -7,7 +7,16 @@ docs/prediction-store.md.
 """
 
 from lifecycle.core.store.database import StoreUnavailable
+from lifecycle.core.store.read import PERCENTILES, Cursor, PredictionReader
 from lifecycle.core.store.tables import PredictionRecord
 from lifecycle.core.store.writer import PredictionStore, StoreObserver
 
-__all__ = ["PredictionRecord", "PredictionStore", "StoreObserver", "StoreUnavailable"]
+__all__ = [
+    "PERCENTILES",
+    "Cursor",
+    "PredictionReader",
+    "PredictionRecord",
+    "PredictionStore",
+    "StoreObserver",
+    "StoreUnavailable",
+]

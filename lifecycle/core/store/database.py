@@ -59,7 +59,7 @@ def _short(exc: Exception) -> str:
     return _reason(exc) if isinstance(exc, sa.exc.SQLAlchemyError) else str(exc)
 
 
-def _raise_unavailable(exc: sa.exc.SQLAlchemyError) -> None:
+def raise_unavailable(exc: sa.exc.SQLAlchemyError) -> None:
     if is_unavailable(exc):
         raise StoreUnavailable(f"prediction database unavailable: {_reason(exc)}") from exc
 
@@ -87,7 +87,7 @@ class PredictionDatabase:
                     metadata.create_all(self.engine)
                     break
                 except sa.exc.SQLAlchemyError as exc:
-                    _raise_unavailable(exc)
+                    raise_unavailable(exc)
                     # Two processes creating the tables at once: the loser retries and finds them.
                     if attempt == 2:
                         raise
@@ -99,7 +99,7 @@ class PredictionDatabase:
         try:
             return self.engine.connect()
         except sa.exc.SQLAlchemyError as exc:
-            _raise_unavailable(exc)
+            raise_unavailable(exc)
             raise
 
     def insert(self, records: Sequence[PredictionRecord]) -> int:
@@ -135,7 +135,7 @@ class PredictionDatabase:
             with self._connect() as conn, conn.begin():
                 return len(conn.execute(self._insert_stmt, rows).all())
         except sa.exc.SQLAlchemyError as exc:
-            _raise_unavailable(exc)
+            raise_unavailable(exc)
             raise
 
     def _read(self, stmt: sa.Executable) -> list[Any]:
@@ -143,7 +143,7 @@ class PredictionDatabase:
             with self._connect() as conn:
                 return list(conn.execute(stmt))
         except sa.exc.SQLAlchemyError as exc:
-            _raise_unavailable(exc)
+            raise_unavailable(exc)
             raise
 
     def get(self, request_id: str) -> PredictionRecord | None:
@@ -171,7 +171,7 @@ class PredictionDatabase:
             with self._connect() as conn, conn.begin():
                 conn.execute(upsert_feedback(self.engine, request_id, label))
         except sa.exc.SQLAlchemyError as exc:
-            _raise_unavailable(exc)
+            raise_unavailable(exc)
             raise
 
     def feedback_label(self, request_id: str) -> str | None:

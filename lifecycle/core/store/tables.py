@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.schema import CreateIndex
 
 from lifecycle.core.errors import ConfigError
 
@@ -35,7 +36,7 @@ class PredictionRecord:
 
     def to_row(self) -> dict[str, Any]:
         row = {name: getattr(self, name) for name in _FIELDS}
-        row["created_at"] = _as_utc(self.created_at)
+        row["created_at"] = as_utc(self.created_at)
         return row
 
     def to_json_line(self) -> bytes:
@@ -49,7 +50,7 @@ class PredictionRecord:
         created = values["created_at"]
         if isinstance(created, str):
             created = datetime.fromisoformat(created)
-        values["created_at"] = _as_utc(created)
+        values["created_at"] = as_utc(created)
         values["latency_ms"] = float(values["latency_ms"])
         return cls(**values)
 
@@ -57,7 +58,7 @@ class PredictionRecord:
 _FIELDS = tuple(PredictionRecord.__dataclass_fields__)
 
 
-def _as_utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     # SQLite hands timestamps back naive; every stored timestamp is UTC.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -107,6 +108,10 @@ predictions = sa.Table(
     sa.Column("probabilities", _JSON),
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Index("ix_predictions_model", "model_name", "model_version"),
+    # The read side (read.py): one model's rows by time, newest first with the request id as
+    # tie-break (windows, keyset pages), and the same within one version.
+    sa.Index("ix_predictions_model_time", "model_name", "created_at", "request_id"),
+    sa.Index("ix_predictions_model_version_time", "model_name", "model_version", "created_at"),
 )
 
 feedback = sa.Table(
@@ -116,6 +121,25 @@ feedback = sa.Table(
     sa.Column("label", sa.String(255), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+@sa.event.listens_for(metadata, "after_create")
+def _create_missing_indexes(
+    target: sa.MetaData, connection: Connection, tables: Sequence[sa.Table] = (), **_: Any
+) -> None:
+    """create_all skips a table that exists together with its indexes, so an index added to
+    a table definition later would never reach an existing database: create it here. Only
+    missing indexes are created (no DDL, no table lock on a normal start), with IF NOT EXISTS
+    for two processes starting at once."""
+    inspector = sa.inspect(connection)
+    created = {table.name for table in tables}
+    for table in target.sorted_tables:
+        if table.name in created or not inspector.has_table(table.name):
+            continue  # just created with its indexes, or left out of this create_all
+        present = {index["name"] for index in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in present:
+                connection.execute(CreateIndex(index, if_not_exists=True))
 
 
 def make_engine(database_url: str) -> Engine:

@@ -2,7 +2,7 @@
 
 `submit()` puts a record on a bounded in-memory queue; one writer thread flushes it with
 multi-row `INSERT ... ON CONFLICT (request_id) DO NOTHING`. While the database is down, rows go
-to an on-disk spool (lifecycle/spool.py) and are replayed in order, before newer rows, once the
+to an on-disk spool (spool.py) and are replayed in order, before newer rows, once the
 database answers again. Policy and failure modes: docs/prediction-store.md.
 """
 
@@ -14,11 +14,14 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from lifecycle.core.errors import NotFound
 from lifecycle.core.store.database import PredictionDatabase, StoreUnavailable
-from lifecycle.core.store.spool import Spool, read_segment
+from lifecycle.core.store.health import DatabaseHealth, DropLog
+from lifecycle.core.store.observer import NoObserver, StoreObserver
+from lifecycle.core.store.replay import Replayer
+from lifecycle.core.store.spool import Spool
 from lifecycle.core.store.tables import PredictionRecord
 
 if TYPE_CHECKING:
@@ -27,34 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_MAX_BACKOFF = 5.0
 _ADOPT_EVERY = 30.0
-_DROP_LOG_EVERY = 10.0
-
-
-class StoreObserver(Protocol):
-    def queue_depth(self, depth: int) -> None: ...
-    def written(self, n: int) -> None: ...
-    def spooled(self, n: int) -> None: ...
-    def replayed(self, n: int) -> None: ...
-    def dropped(self, n: int) -> None: ...
-
-
-class _NoObserver:
-    def queue_depth(self, depth: int) -> None:
-        pass
-
-    def written(self, n: int) -> None:
-        pass
-
-    def spooled(self, n: int) -> None:
-        pass
-
-    def replayed(self, n: int) -> None:
-        pass
-
-    def dropped(self, n: int) -> None:
-        pass
 
 
 class PredictionStore:
@@ -75,21 +51,18 @@ class PredictionStore:
         self._rows_per_insert = min(batch_size, self._db.max_rows_per_insert)
         self._flush_interval = flush_interval
         self._spool = Spool(spool_dir, spool_max_bytes)
-        self._observer: StoreObserver = observer or _NoObserver()
+        self._observer: StoreObserver = observer or NoObserver()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._closed = False
         # Held while rows move to the database or the spool, so that only one thread drains.
         self._io_lock = threading.Lock()
-        self._down = False
-        self._backoff = 0.0
-        self._next_probe = 0.0
-        self._probe_now = threading.Event()
+        self._health = DatabaseHealth(self._spool.root)
         self._next_adopt = 0.0
-        self._replay_pos: dict[Path, int] = {}
-        self._drops_unlogged = 0
-        self._next_drop_log = 0.0
-        self._drop_lock = threading.Lock()
+        self._drops = DropLog(self._spool)
+        self._replayer = Replayer(
+            self._spool, self._db, self._health, self._rows_per_insert, self._observer, self._drop
+        )
 
     @classmethod
     def from_settings(
@@ -144,7 +117,7 @@ class PredictionStore:
                 )
         # Whatever is still queued (writer stuck, or never started) is kept on disk.
         self._spool_queue()
-        self._log_drops()
+        self._drops.log()
         self._spool.close()
         self._db.dispose()
 
@@ -183,7 +156,7 @@ class PredictionStore:
             now = time.monotonic()
             if now >= next_nudge:
                 # The caller wants the rows now: skip the rest of the backoff once in a while.
-                self._probe_now.set()
+                self._health.nudge()
                 next_nudge = now + 0.5
             thread = self._thread
             if thread is None or not thread.is_alive():
@@ -222,18 +195,18 @@ class PredictionStore:
     def _process(self, batch: list[PredictionRecord]) -> None:
         try:
             now = time.monotonic()
-            if not self._down and now >= self._next_adopt:
+            if not self._health.down and now >= self._next_adopt:
                 self._next_adopt = now + _ADOPT_EVERY
                 self._spool.adopt_orphans()
-            if not self._spool.empty() and self._probe_due():
-                self._replay()
+            if not self._spool.empty() and self._health.probe_due():
+                self._replayer.replay()
         except Exception:
             # The batch taken off the queue must still be handled below, or it would be lost.
             log.exception("prediction spool replay failed")
         if batch:
             self._handle(batch)
         self._observer.queue_depth(self._queue.qsize())
-        self._log_drops()
+        self._drops.log()
 
     def _take(self, wait: float) -> list[PredictionRecord]:
         batch: list[PredictionRecord] = []
@@ -259,52 +232,24 @@ class PredictionStore:
     def _handle(self, batch: list[PredictionRecord]) -> None:
         try:
             # Spooled rows are older: new rows queue up behind them to keep the order.
-            if not self._spool.empty() or (self._down and not self._probe_due()):
+            if not self._spool.empty() or (self._health.down and not self._health.probe_due()):
                 self._to_spool(batch)
                 return
             try:
                 self._db.insert(batch)
             except StoreUnavailable as exc:
-                self._mark_down(exc)
+                self._health.mark_down(exc)
                 self._to_spool(batch)
                 return
             except Exception:
                 log.exception("prediction batch could not be written; spooling it")
                 self._to_spool(batch)
                 return
-            self._mark_up()
+            self._health.mark_up()
             self._observer.written(len(batch))
         finally:
             for _ in batch:
                 self._queue.task_done()
-
-    def _replay(self) -> None:
-        for segment in self._spool.take_segments():
-            rows, bad = read_segment(segment)
-            records = []
-            for row in rows:
-                try:
-                    records.append(PredictionRecord.from_row(row))
-                except (KeyError, TypeError, ValueError):
-                    bad += 1
-            if bad and segment not in self._replay_pos:
-                # Only a crash in the middle of an append leaves such lines: count them once.
-                log.error("spool segment %s: %d unreadable row(s) dropped", segment.name, bad)
-                self._drop(bad)
-            start = self._replay_pos.get(segment, 0)
-            for i in range(start, len(records), self._rows_per_insert):
-                chunk = records[i : i + self._rows_per_insert]
-                try:
-                    self._db.insert(chunk)
-                except StoreUnavailable as exc:
-                    self._replay_pos[segment] = i
-                    self._mark_down(exc)
-                    return
-                self._replay_pos[segment] = i + len(chunk)
-                self._observer.replayed(len(chunk))
-            self._spool.remove(segment)
-            self._replay_pos.pop(segment, None)
-        self._mark_up()
 
     def _spool_queue(self) -> None:
         while batch := self._take(0.0):
@@ -326,49 +271,8 @@ class PredictionStore:
             self._drop(len(records) - kept)
 
     def _drop(self, n: int) -> None:
-        with self._drop_lock:
-            self._drops_unlogged += n
+        self._drops.add(n)
         self._observer.dropped(n)
-        self._log_drops()
-
-    def _log_drops(self) -> None:
-        """At most one warning per interval, carrying the count since the last one."""
-        with self._drop_lock:
-            now = time.monotonic()
-            if not self._drops_unlogged or now < self._next_drop_log:
-                return
-            count, self._drops_unlogged = self._drops_unlogged, 0
-            self._next_drop_log = now + _DROP_LOG_EVERY
-        log.warning(
-            "dropped %d prediction(s): the queue was full and the spool %s reached its limit "
-            "of %d bytes or could not be written",
-            count,
-            self._spool.root,
-            self._spool.max_bytes,
-        )
-
-    def _probe_due(self) -> bool:
-        if not self._down or time.monotonic() >= self._next_probe:
-            return True
-        if self._probe_now.is_set():
-            self._probe_now.clear()
-            return True
-        return False
-
-    def _mark_down(self, exc: Exception) -> None:
-        if not self._down:
-            log.warning(
-                "prediction database unavailable, spooling to %s: %s", self._spool.root, exc
-            )
-        self._down = True
-        self._backoff = min(max(self._backoff * 2, 0.25), _MAX_BACKOFF)
-        self._next_probe = time.monotonic() + self._backoff
-
-    def _mark_up(self) -> None:
-        if self._down:
-            log.info("prediction database is back")
-        self._down = False
-        self._backoff = 0.0
 
     # -- queries ---------------------------------------------------------------------------
 

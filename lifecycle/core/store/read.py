@@ -1,0 +1,210 @@
+"""The prediction store's read side: windows of one model's predictions for drift reports, and
+the aggregates and paged browsing the UI's history page shows.
+
+`queries.py` builds the statements (SQLAlchemy Core, PostgreSQL and SQLite), this module runs
+them and `frames.py` shapes the results. Aggregates are grouped in the database; only latency
+percentiles on SQLite are finished in Python (no percentile function there). Costs and
+indexes: docs/prediction-store.md, "Reading the log".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from lifecycle.core.store import queries
+from lifecycle.core.store.database import raise_unavailable
+from lifecycle.core.store.frames import (
+    LABELLED_COLUMNS,
+    WINDOW_COLUMNS,
+    interpolated,
+    predictions_frame,
+    to_arrow,
+)
+from lifecycle.core.store.queries import filters
+from lifecycle.core.store.tables import as_utc, feedback, make_engine, predictions
+
+if TYPE_CHECKING:
+    from lifecycle.core.settings import Settings
+
+Cursor = tuple[datetime, str]
+"""(created_at, request_id) of the last row of a page: pass it as `before` for the next one."""
+
+PERCENTILES = (0.5, 0.9, 0.95, 0.99)
+
+
+class PredictionReader:
+    """Queries over the prediction log. Opens no connection until the first query and never
+    writes; a database without the tables yet reads as empty. Failures to reach the database
+    raise StoreUnavailable."""
+
+    def __init__(self, database_url: str) -> None:
+        self.engine: Engine = make_engine(database_url)
+        self._dialect = self.engine.dialect.name
+        self._tables_seen = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PredictionReader:
+        return cls(settings.resolved_database_url())
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def _rows(self, stmt: sa.Select[Any]) -> Sequence[Any]:
+        try:
+            with self.engine.connect() as conn:
+                if not self._tables_seen:
+                    inspector = sa.inspect(conn)
+                    if not all(inspector.has_table(t.name) for t in (predictions, feedback)):
+                        return []
+                    self._tables_seen = True
+                return conn.execute(stmt).all()
+        except sa.exc.SQLAlchemyError as exc:
+            raise_unavailable(exc)
+            raise
+
+    # -- rows ------------------------------------------------------------------------------
+
+    def window(
+        self,
+        model_name: str,
+        *,
+        version: str | None = None,
+        last: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        source: str | None = None,
+    ) -> pd.DataFrame:
+        """One model's predictions, oldest first: the `last` N rows, and/or those created in
+        [since, until). Fixed columns (WINDOW_COLUMNS; `feedback` is the feedback label or
+        None), then one column per feature in name order; numeric features are float64."""
+        _check_last(last)
+        where = filters(model_name, version=version, source=source, since=since, until=until)
+        rows = self._rows(queries.window(self._dialect, where, last))
+        return predictions_frame(
+            rows, WINDOW_COLUMNS, reverse=last is not None, json_text=("prediction",)
+        )
+
+    def window_arrow(
+        self,
+        model_name: str,
+        *,
+        version: str | None = None,
+        last: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        source: str | None = None,
+    ) -> pa.Table:
+        """`window` as an Arrow table (a prediction column of mixed types becomes JSON text)."""
+        frame = self.window(
+            model_name, version=version, last=last, since=since, until=until, source=source
+        )
+        return to_arrow(frame)
+
+    def labelled(
+        self,
+        model_name: str,
+        *,
+        version: str | None = None,
+        last: int | None = None,
+        since: datetime | None = None,
+    ) -> pd.DataFrame:
+        """Predictions that received feedback, oldest first: request_id, created_at,
+        model_version, label (predicted), actual (the feedback label), then the features."""
+        _check_last(last)
+        where = filters(model_name, version=version, since=since)
+        rows = self._rows(queries.labelled(self._dialect, where, last))
+        return predictions_frame(rows, LABELLED_COLUMNS, reverse=last is not None)
+
+    def page(
+        self,
+        model_name: str,
+        *,
+        version: str | None = None,
+        source: str | None = None,
+        label: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        before: Cursor | None = None,
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` predictions as dicts (every column, features and probabilities as
+        dicts, plus `feedback`), newest first, strictly older than the cursor `before` in
+        (created_at, request_id) order: keyset paging, each page costs the same."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, not {limit}")
+        where = filters(
+            model_name, version=version, source=source, label=label, since=since, until=until
+        )
+        records = []
+        for row in self._rows(queries.page(where, limit, before)):
+            record = dict(row._mapping)
+            record["created_at"] = as_utc(record["created_at"])
+            records.append(record)
+        return records
+
+    # -- aggregates (grouped in the database) ----------------------------------------------
+
+    def volume(
+        self, model_name: str, bucket_seconds: int, since: datetime, until: datetime
+    ) -> pd.DataFrame:
+        """Predictions per time bucket and version in [since, until): bucket (start, UTC,
+        aligned to multiples of bucket_seconds since the epoch), model_version, count.
+        Buckets without predictions are absent."""
+        if bucket_seconds < 1:
+            raise ValueError(f"bucket_seconds must be >= 1, not {bucket_seconds}")
+        where = filters(model_name, since=since, until=until)
+        rows = self._rows(queries.volume(self._dialect, where, bucket_seconds))
+        frame = pd.DataFrame(
+            [(int(b) * bucket_seconds, v, int(n)) for b, v, n in rows],
+            columns=["bucket", "model_version", "count"],
+        )
+        frame["bucket"] = pd.to_datetime(frame["bucket"].astype("int64"), unit="s", utc=True)
+        return frame.astype({"model_version": object, "count": "int64"})
+
+    def class_counts(self, model_name: str, since: datetime | None = None) -> pd.DataFrame:
+        """Predicted labels per version: model_version, label (None for unlabelled), count."""
+        rows = self._rows(queries.class_counts(filters(model_name, since=since)))
+        frame = pd.DataFrame(rows, columns=["model_version", "label", "count"])
+        return frame.astype({"model_version": object, "label": object, "count": "int64"})
+
+    def quality(self, model_name: str, since: datetime | None = None) -> pd.DataFrame:
+        """Per version, over labelled predictions that received feedback: n, correct (predicted
+        label == feedback label) and accuracy = correct / n, as feedback_stats computes it."""
+        rows = self._rows(queries.quality(filters(model_name, since=since)))
+        frame = pd.DataFrame(rows, columns=["model_version", "n", "correct"])
+        frame = frame.astype({"model_version": object, "n": "int64", "correct": "int64"})
+        frame["accuracy"] = (frame["correct"] / frame["n"]).astype("float64")
+        return frame
+
+    def latency_percentiles(
+        self,
+        model_name: str,
+        since: datetime | None = None,
+        percentiles: Sequence[float] = PERCENTILES,
+    ) -> pd.DataFrame:
+        """Per version: n and latency_ms percentiles (columns p50, p90, ...), interpolated
+        linearly between ranks: PostgreSQL's percentile_cont in the database; on SQLite the
+        latencies are read in order and interpolated the same way in Python."""
+        if not percentiles or any(not 0 <= q <= 1 for q in percentiles):
+            raise ValueError(f"percentiles must be within [0, 1], not {list(percentiles)}")
+        names = [f"p{q * 100:g}" for q in percentiles]
+        stmt = queries.latency_percentiles(
+            self._dialect, filters(model_name, since=since), percentiles
+        )
+        rows = self._rows(stmt)
+        if self._dialect != "postgresql":
+            rows = interpolated(rows, percentiles)
+        frame = pd.DataFrame(rows, columns=["model_version", "n", *names])
+        return frame.astype({"model_version": object, "n": "int64", **dict.fromkeys(names, "f8")})
+
+
+def _check_last(last: int | None) -> None:
+    if last is not None and last < 0:
+        raise ValueError(f"last must be >= 0, not {last}")
