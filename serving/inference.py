@@ -22,9 +22,10 @@ from serving.runtime import LoadedModel
 from serving.validation import Rows
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InferenceRequest:
-    """Checked rows and where they came from.
+    """Checked rows and where they came from (not frozen: a frozen dataclass pays for
+    `object.__setattr__` per field, on every request).
 
     `row_ids` defaults to the request id for one row and `<request id>-<i>` for a batch (the
     ids /feedback takes). `started` is when the transport received the request, so the stored
@@ -39,7 +40,7 @@ class InferenceRequest:
     per_row: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Inference:
     """What one request scored to: the model snapshot, per-row answers and store records."""
 

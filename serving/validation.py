@@ -200,10 +200,9 @@ def _cell(value: Any, feature: Feature, where: str) -> Any:
                 f"{where}: feature '{feature.name}' must be a number, got {_kind(value)}"
             )
         number = float(value) if isinstance(value, float) else _int_as_float(value, feature, where)
-        if math.isnan(number):
-            raise InvalidInput(f"{where}: feature '{feature.name}' must be a number, got null")
         if not math.isfinite(number):
-            raise InvalidInput(f"{where}: feature '{feature.name}' must be finite, got {number}")
+            got = "a number, got null" if math.isnan(number) else f"finite, got {number}"
+            raise InvalidInput(f"{where}: feature '{feature.name}' must be {got}")
         return number
     if _missing(value):
         return None

@@ -14,16 +14,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from lifecycle.core.schema import FeatureSchema
-from lifecycle.core.settings import Settings
 from lifecycle.core.store import PredictionStore
 from serving import validation
 from serving.api import schemas
-from serving.api.deps import HolderDep, MetricsDep, SettingsDep, StoreDep, json_body
+from serving.api.deps import Services, Svc, json_body
 from serving.inference import Inference, InferenceRequest, infer
 from serving.metrics import Metrics
-from serving.runtime import LoadedModel, ModelHolder
+from serving.runtime import LoadedModel
 
 router = APIRouter(tags=["scoring"])
+
+# The scoring routes take the whole `Services` as their one dependency: FastAPI resolves each
+# dependency per request, and four per-service ones cost ~45 µs a request here (measured
+# in-process), about a tenth of a single-row request.
 
 
 @router.post(
@@ -32,14 +35,8 @@ router = APIRouter(tags=["scoring"])
     openapi_extra=schemas.body(schemas.PREDICT),
     responses=schemas.ERRORS,
 )
-async def predict(
-    request: Request,
-    settings: SettingsDep,
-    holder: HolderDep,
-    store: StoreDep,
-    metrics: MetricsDep,
-) -> JSONResponse:
-    result = await _score(request, validation.parse_predict, settings, holder, store, metrics)
+async def predict(request: Request, services: Svc) -> JSONResponse:
+    result = await _score(request, validation.parse_predict, services)
     return JSONResponse(result.answer(), headers=model_headers(result.model))
 
 
@@ -49,35 +46,23 @@ async def predict(
     openapi_extra=schemas.body(schemas.INVOCATIONS),
     responses=schemas.ERRORS,
 )
-async def invocations(
-    request: Request,
-    settings: SettingsDep,
-    holder: HolderDep,
-    store: StoreDep,
-    metrics: MetricsDep,
-) -> JSONResponse:
-    result = await _score(request, validation.parse_invocations, settings, holder, store, metrics)
+async def invocations(request: Request, services: Svc) -> JSONResponse:
+    result = await _score(request, validation.parse_invocations, services)
     return JSONResponse({"predictions": result.predictions}, headers=model_headers(result.model))
 
 
 Parser = Callable[[Any, FeatureSchema, int], validation.Rows]
 
 
-async def _score(
-    request: Request,
-    parse: Parser,
-    settings: Settings,
-    holder: ModelHolder,
-    store: PredictionStore | None,
-    metrics: Metrics,
-) -> Inference:
+async def _score(request: Request, parse: Parser, services: Services) -> Inference:
     """Body → the one validator → `infer` → records queued; the caller shapes the answer."""
     started = time.perf_counter()
+    settings = services.settings
     body = await json_body(request, settings.max_body_bytes)
-    model = holder.get()
+    model = services.holder.get()
     rows = parse(body, model.schema, settings.max_batch_rows)
     result = infer(model, InferenceRequest(rows, request.state.request_id, "rest", started=started))
-    record(result, store, metrics)
+    record(result, services.store, services.metrics)
     return result
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import pandas as pd
 import pyarrow as pa
@@ -32,6 +32,17 @@ from lifecycle.core.store.tables import as_utc, feedback, make_engine, predictio
 
 if TYPE_CHECKING:
     from lifecycle.core.settings import Settings
+
+
+class WindowFilter(TypedDict, total=False):
+    """The keyword filters of `PredictionReader.window`."""
+
+    version: str | None
+    last: int | None
+    since: datetime | None
+    until: datetime | None
+    source: str | None
+
 
 Cursor = tuple[datetime, str]
 """(created_at, request_id) of the last row of a page: pass it as `before` for the next one."""
@@ -91,21 +102,9 @@ class PredictionReader:
             rows, WINDOW_COLUMNS, reverse=last is not None, json_text=("prediction",)
         )
 
-    def window_arrow(
-        self,
-        model_name: str,
-        *,
-        version: str | None = None,
-        last: int | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        source: str | None = None,
-    ) -> pa.Table:
+    def window_arrow(self, model_name: str, **window: Unpack[WindowFilter]) -> pa.Table:
         """`window` as an Arrow table (a prediction column of mixed types becomes JSON text)."""
-        frame = self.window(
-            model_name, version=version, last=last, since=since, until=until, source=source
-        )
-        return to_arrow(frame)
+        return to_arrow(self.window(model_name, **window))
 
     def labelled(
         self,
