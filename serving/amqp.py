@@ -28,7 +28,7 @@ from kombu.mixins import ConsumerMixin
 
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.settings import Settings
-from serving.async_scoring import TRANSIENT, score_request
+from serving.async_scoring import TRANSIENT, printable, score_request
 from serving.wiring import Runtime
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,8 @@ class PlainAmqpConsumer(ConsumerMixin):
         reason: str,
         status: int,
     ) -> None:
+        # A header is UTF-8 on the wire: a lone surrogate in it would fail every publish.
+        reason = printable(reason)
         log.warning("plain-AMQP message dead-lettered: %s", reason)
         assert self._producer is not None
         headers = dict(message.headers or {})

@@ -18,6 +18,7 @@ import pandas as pd
 
 from lifecycle.core.settings import Settings
 from serving import validation
+from serving.async_scoring import storable_failures
 from serving.inference import InferenceRequest, infer
 from serving.runtime import LoadedModel
 from serving.validation import InvalidInput
@@ -55,6 +56,13 @@ def score_file(
     sees half a file, and a redelivered task simply starts again. One model snapshot scores the
     whole file, so every row names the same version.
     """
+    with storable_failures(task_id):
+        return _score_file(runtime, task_id, input_path, output_path, source)
+
+
+def _score_file(
+    runtime: Runtime, task_id: str, input_path: str, output_path: str | None, source: str
+) -> dict[str, Any]:
     source_path = Path(input_path).expanduser()
     fmt = file_format(source_path)
     if not source_path.is_file():
@@ -107,7 +115,9 @@ def score_frame(
     started = time.perf_counter()
     rows = validation.frame_rows(frame, model.schema, offset)
     ids = [f"{task_id}-{offset + i}" for i in range(len(rows))]
-    request = InferenceRequest(rows, task_id, source, ids, started=started, per_row=True)
+    request = InferenceRequest(
+        rows, task_id, source, ids, started=started, per_row=True, offset=offset
+    )
     result = infer(model, request)
     runtime.store.write(result.records)
     runtime.observe(result)

@@ -9,6 +9,7 @@ entry point, thin transports.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import numpy as np
 
 from lifecycle.core.store import PredictionRecord
 from serving.runtime import LoadedModel
-from serving.validation import Rows
+from serving.validation import InvalidInput, Rows
 
 
 @dataclass(slots=True)
@@ -29,7 +30,8 @@ class InferenceRequest:
 
     `row_ids` defaults to the request id for one row and `<request id>-<i>` for a batch (the
     ids /feedback takes). `started` is when the transport received the request, so the stored
-    latency covers parsing too; `per_row` divides it among the rows (a file chunk).
+    latency covers parsing too; `per_row` divides it among the rows (a file chunk). `offset`
+    is the first row's number in its file, so an error names the row as the file counts it.
     """
 
     rows: Rows
@@ -38,6 +40,7 @@ class InferenceRequest:
     row_ids: Sequence[str] | None = None
     started: float = field(default_factory=time.perf_counter)
     per_row: bool = False
+    offset: int = 0
 
 
 @dataclass(slots=True)
@@ -84,6 +87,7 @@ def infer(model: LoadedModel, request: InferenceRequest) -> Inference:
     rows = request.rows
     n = len(rows)
     predicted, probs = model.predictor.predict(rows.X)
+    _check_finite(request, predicted, probs)
     predictions = [_plain(p) for p in predicted.tolist()]
     labels = [model.label_of(p) for p in predictions]
     probabilities = None
@@ -115,6 +119,37 @@ def infer(model: LoadedModel, request: InferenceRequest) -> Inference:
         for i in range(n)
     ]
     return Inference(model, request, ids, predictions, labels, probabilities, at, records)
+
+
+def _check_finite(request: InferenceRequest, predicted: np.ndarray, probs: Any) -> None:
+    """Finite features can still overflow a model (1e308 → NaN probabilities). Such a row has
+    no answer: refuse the request before any record exists, as the validator would."""
+    bad = _not_finite(predicted)
+    if probs is not None:
+        bad |= ~np.isfinite(np.asarray(probs, dtype=float)).all(axis=1)
+    if not bad.any():
+        return
+    first = int(np.argmax(bad))
+    where = f"row {request.offset + first}" if request.rows.batch else "features"
+    raise InvalidInput(
+        f"{where}: the model's output is not a finite number for these features (they are "
+        "probably far outside the range it was trained on); send smaller values"
+    )
+
+
+def _not_finite(predicted: np.ndarray) -> np.ndarray:
+    values = np.asarray(predicted)
+    if len(values) == 0:
+        return np.zeros(0, dtype=bool)
+    values = values.reshape(len(values), -1)
+    if values.dtype.kind in "fc":
+        return ~np.isfinite(values).all(axis=1)
+    if values.dtype.kind != "O":
+        return np.zeros(len(values), dtype=bool)  # labels, integers, booleans: always finite
+    return np.array(
+        [any(isinstance(v, float) and not math.isfinite(v) for v in row) for row in values],
+        dtype=bool,
+    )
 
 
 def row_ids(request_id: str, n: int) -> list[str]:

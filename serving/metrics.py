@@ -65,6 +65,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.model_stale = Gauge(
+            "lifecycle_model_stale",
+            "1 while the served version is not the one the target points at (refused, "
+            "pending or gone), else 0.",
+            ("name",),
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.swaps = Counter(
             "lifecycle_model_swaps", "Successful model swaps.", ("name",), registry=r
         )
@@ -150,6 +158,14 @@ class Metrics:
 
     def swap_failed(self, name: str, version: str, reason: str) -> None:
         self.swap_failures.labels(name, version).inc()
+
+    def relabelled(self, model: LoadedModel, previous: LoadedModel) -> None:
+        # The old labels stay at 0, like a version served before: a dashboard sees the move.
+        self.model_info.labels(*_info(previous)).set(0)
+        self.model_info.labels(*_info(model)).set(1)
+
+    def stale(self, name: str, stale: bool) -> None:
+        self.model_stale.labels(name).set(1 if stale else 0)
 
     # StoreObserver
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,17 +41,31 @@ class UnsupportedMediaType(LifecycleError):
     status_code = 415
 
 
-INVOCATION_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+class SchemaMismatch(InvalidInput):
+    """The input's columns do not line up with the model's: missing or unnamed features."""
+
+
+MAX_ROWS_SETTING = "LIFECYCLE_MAX_BATCH_ROWS"
+MAX_BODY_SETTING = "LIFECYCLE_MAX_BODY_BYTES"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _reject_constant(name: str) -> Any:
     raise InvalidInput(f"{name} is not a valid number: send finite numbers only")
 
 
-def loads(body: bytes) -> Any:
-    """Strict JSON: NaN and Infinity (which Python's json accepts) are refused."""
+def loads(body: bytes | str, constants: bool = False) -> Any:
+    """JSON text → Python, every endpoint's one reader.
+
+    NaN and Infinity (which Python's json accepts) are refused unless `constants` (MLflow's
+    protocol takes NaN as a missing value). An escaped lone UTF-16 surrogate ("\\ud800")
+    decodes to a str no codec can encode, which would fail later (logging, the store, the
+    answer) as a 500; it becomes U+FFFD here. The walk runs only when the text has such an
+    escape at all, so ordinary bodies pay one substring search.
+    """
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        value = json.loads(body, parse_constant=float if constants else _reject_constant)
+        return _without_surrogates(value) if _may_escape_surrogate(body) else value
     except UnicodeDecodeError as exc:
         raise MalformedBody(f"request body is not UTF-8 text ({exc.reason})") from exc
     except json.JSONDecodeError as exc:
@@ -59,6 +74,22 @@ def loads(body: bytes) -> Any:
         ) from exc
     except RecursionError as exc:
         raise MalformedBody("malformed JSON: nested too deeply") from exc
+
+
+def _may_escape_surrogate(body: bytes | str) -> bool:
+    if isinstance(body, bytes):
+        return b"\\ud" in body or b"\\uD" in body
+    return "\\ud" in body or "\\uD" in body
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
@@ -93,73 +124,21 @@ def parse_predict(body: Any, schema: FeatureSchema, max_rows: int) -> Rows:
     return Rows(rows(body["instances"], schema, max_rows, "instances"), batch=True)
 
 
-def parse_invocations(body: Any, schema: FeatureSchema, max_rows: int) -> Rows:
-    """MLflow's scoring protocol, as `mlflow models serve` accepts it for tabular models."""
-    if not isinstance(body, dict):
-        raise InvalidInput(f"body must be a JSON object with one of {', '.join(INVOCATION_KEYS)}")
-    keys = [k for k in INVOCATION_KEYS if k in body]
-    extra = sorted(set(body) - {*INVOCATION_KEYS, "params"})
-    if extra:
-        raise InvalidInput(
-            f"unknown field(s) {', '.join(extra)}: expected one of {', '.join(INVOCATION_KEYS)}"
-        )
-    if len(keys) != 1:
-        raise InvalidInput(f"send exactly one of {', '.join(INVOCATION_KEYS)}")
-    key, value = keys[0], body[keys[0]]
-    if key == "dataframe_split":
-        return Rows(_split(value, schema, max_rows), batch=True)
-    if key == "inputs" and isinstance(value, dict):
-        return Rows(_columns(value, schema, max_rows), batch=True)
-    return Rows(rows(value, schema, max_rows, key), batch=True)
-
-
 def rows(value: Any, schema: FeatureSchema, max_rows: int, field: str) -> np.ndarray:
+    """A list of rows, each a list in schema order or an object by name (`/predict`'s rows)."""
     if not isinstance(value, list):
         raise InvalidInput(f"{field} must be a list of rows")
-    if not value:
-        raise InvalidInput(f"{field} is empty: send at least one row")
-    if len(value) > max_rows:
-        raise InvalidInput(f"{field} has {len(value)} rows; the maximum is {max_rows}")
+    check_count(len(value), max_rows, field)
     return matrix([row(r, schema, i) for i, r in enumerate(value)], schema)
 
 
-def _split(value: Any, schema: FeatureSchema, max_rows: int) -> np.ndarray:
-    if not isinstance(value, dict) or "data" not in value:
-        raise InvalidInput('dataframe_split must be an object with "data" (and "columns")')
-    unknown = sorted(set(value) - {"columns", "data", "index"})
-    if unknown:
-        raise InvalidInput(f"dataframe_split: unknown field(s) {', '.join(unknown)}")
-    columns = value.get("columns")
-    data = value["data"]
-    if columns is None:
-        return rows(data, schema, max_rows, "dataframe_split.data")
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise InvalidInput("dataframe_split.columns must be a list of feature names")
-    if len(set(columns)) != len(columns):
-        raise InvalidInput("dataframe_split.columns has duplicate names")
-    _check_names(set(columns), schema, "dataframe_split.columns")
-    if columns == schema.names:
-        return rows(data, schema, max_rows, "dataframe_split.data")
-    if not isinstance(data, list):
-        raise InvalidInput("dataframe_split.data must be a list of rows")
-    records = []
-    for i, r in enumerate(data):
-        if not isinstance(r, list) or len(r) != len(columns):
-            raise InvalidInput(
-                f"dataframe_split.data row {i}: expected a list of {len(columns)} values"
-            )
-        records.append(dict(zip(columns, r, strict=True)))
-    return rows(records, schema, max_rows, "dataframe_split.data")
-
-
-def _columns(value: dict[str, Any], schema: FeatureSchema, max_rows: int) -> np.ndarray:
-    _check_names(set(value), schema, "inputs")
-    lengths = {len(v) if isinstance(v, list) else -1 for v in value.values()}
-    if -1 in lengths or len(lengths) != 1:
-        raise InvalidInput("inputs: each feature must map to a list, all of the same length")
-    n = lengths.pop()
-    records = [{k: v[i] for k, v in value.items()} for i in range(n)]
-    return rows(records, schema, max_rows, "inputs")
+def check_count(n: int, max_rows: int, field: str) -> None:
+    if n == 0:
+        raise InvalidInput(f"{field} is empty: send at least one row")
+    if n > max_rows:
+        raise PayloadTooLarge(
+            f"{field} has {n} rows; the limit is {max_rows}: set {MAX_ROWS_SETTING} to accept more"
+        )
 
 
 def row(value: Any, schema: FeatureSchema, index: int | None) -> list[Any]:
@@ -172,43 +151,84 @@ def row(value: Any, schema: FeatureSchema, index: int | None) -> list[Any]:
             )
         values = value
     elif isinstance(value, dict):
-        _check_names(set(value), schema, where)
+        check_names(set(value), schema, where, extra_ok=False)
         values = [value[n] for n in names]
     else:
         raise InvalidInput(f"{where}: expected a list of {len(names)} values or an object by name")
-    return [_cell(v, f, where) for v, f in zip(values, schema.features, strict=True)]
+    return cells(values, schema, where)
 
 
-def _check_names(given: set[str], schema: FeatureSchema, where: str) -> None:
-    expected = set(schema.names)
-    unknown = sorted(given - expected)
-    if unknown:
-        raise InvalidInput(
-            f"{where}: unknown feature(s) {', '.join(map(repr, unknown))}; "
-            f"expected {', '.join(map(repr, schema.names))}"
-        )
+def cells(
+    values: Sequence[Any], schema: FeatureSchema, where: str, convert: bool = False
+) -> list[Any]:
+    """One row's values, in schema order, checked; `convert` applies MLflow's conversions."""
+    missing_ok = schema.accepts_missing
+    return [
+        _cell(v, f, where, missing_ok, convert)
+        for v, f in zip(values, schema.features, strict=True)
+    ]
+
+
+def check_names(given: Collection[str], schema: FeatureSchema, where: str, extra_ok: bool) -> None:
+    if not extra_ok:
+        unknown = sorted(set(given) - set(schema.names))
+        if unknown:
+            raise InvalidInput(
+                f"{where}: unknown feature(s) {', '.join(map(repr, unknown))}; "
+                f"expected {', '.join(map(repr, schema.names))}"
+            )
     missing = [n for n in schema.names if n not in given]
     if missing:
-        raise InvalidInput(f"{where}: missing feature(s) {', '.join(map(repr, missing))}")
+        raise SchemaMismatch(f"{where}: missing feature(s) {', '.join(map(repr, missing))}")
 
 
-def _cell(value: Any, feature: Feature, where: str) -> Any:
+def _cell(value: Any, feature: Feature, where: str, missing_ok: bool, convert: bool) -> Any:
     """One value checked and converted; the only place that words a bad value."""
     if feature.kind == "numeric":
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if type(value) is float and value - value == 0.0:  # a finite JSON number: most cells
+            return value
+        number = _number(value, convert)
+        if number is None:
+            if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+                raise InvalidInput(f"{where}: feature '{feature.name}' is out of range")
             raise InvalidInput(
                 f"{where}: feature '{feature.name}' must be a number, got {_kind(value)}"
             )
-        number = float(value) if isinstance(value, float) else _int_as_float(value, feature, where)
-        if not math.isfinite(number):
-            got = "a number, got null" if math.isnan(number) else f"finite, got {number}"
-            raise InvalidInput(f"{where}: feature '{feature.name}' must be {got}")
+        if number - number == 0.0:
+            return number
+        if not math.isnan(number):
+            raise InvalidInput(f"{where}: feature '{feature.name}' must be finite, got {number}")
+        if not missing_ok:
+            raise InvalidInput(
+                f"{where}: feature '{feature.name}' must be a number, got {_kind(value)}: "
+                "this model does not impute missing values"
+            )
         return number
     if _missing(value):
         return None
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)
     raise InvalidInput(f"{where}: feature '{feature.name}' must be a string, got {_kind(value)}")
+
+
+def _number(value: Any, convert: bool) -> float | None:
+    """The float a numeric cell stands for (NaN when missing), or None when it is none.
+
+    `convert` is MLflow's schema enforcement, which casts a column with pandas'
+    `astype(float64)`: booleans become 0/1 and numeric strings ("0.2", " 1e3 ", "nan") parse.
+    """
+    if _missing(value):
+        return math.nan
+    if isinstance(value, bool | np.bool_):
+        return float(value) if convert else None
+    if isinstance(value, int | float | np.integer | np.floating) or (
+        convert and isinstance(value, str)
+    ):
+        try:
+            return float(value)
+        except (OverflowError, ValueError):
+            return None
+    return None
 
 
 def _kind(value: Any) -> str:
@@ -232,60 +252,53 @@ def _is_na(value: Any) -> bool:
     return type(value).__name__ in ("NAType", "NaTType")
 
 
-def _int_as_float(value: int, feature: Feature, where: str) -> float:
-    try:
-        return float(value)
-    except OverflowError as exc:
-        raise InvalidInput(f"{where}: feature '{feature.name}' is out of range") from exc
-
-
 def matrix(values: list[list[Any]], schema: FeatureSchema) -> np.ndarray:
     dtype = np.float64 if not schema.categorical else object
     return np.array(values, dtype=dtype).reshape(len(values), len(schema.names))
 
 
-def frame_rows(frame: pd.DataFrame, schema: FeatureSchema, offset: int = 0) -> Rows:
+def frame_rows(
+    frame: pd.DataFrame, schema: FeatureSchema, offset: int = 0, convert: bool = False
+) -> Rows:
     """A DataFrame's feature columns (a file chunk, an input example) checked like JSON rows.
 
     The check is vectorised per column; the first bad cell in row order is then worded by the
     same `_cell` that checks JSON bodies, so a bad row reads the same from a file and from a
     request. Columns that are not features are ignored (a file may carry ids or labels).
     """
-    missing = [n for n in schema.names if n not in frame.columns]
-    if missing:
-        raise InvalidInput(f"columns: missing feature(s) {', '.join(map(repr, missing))}")
+    check_names(frame.columns, schema, "columns", extra_ok=True)
     columns: list[np.ndarray] = []
     first_bad = len(frame)
     for feature in schema.features:
-        values, bad = _column(frame[feature.name], feature)
+        values, bad = _column(frame[feature.name], feature, schema.accepts_missing, convert)
         if bad.any():
             first_bad = min(first_bad, int(np.argmax(bad)))
         columns.append(values)
     if first_bad < len(frame):
         raw = frame.iloc[first_bad]
-        for feature in schema.features:
-            _cell(_python(raw[feature.name]), feature, f"row {offset + first_bad}")
+        cells([_python(raw[n]) for n in schema.names], schema, f"row {offset + first_bad}", convert)
         raise AssertionError("a bad cell was found but not worded")  # pragma: no cover
     dtype = np.float64 if not schema.categorical else object
     X = np.column_stack(columns).astype(dtype, copy=False) if columns else np.empty((0, 0))
     return Rows(X.reshape(len(frame), len(schema.names)), batch=True)
 
 
-def _column(col: pd.Series, feature: Feature) -> tuple[np.ndarray, np.ndarray]:
+def _column(
+    col: pd.Series, feature: Feature, missing_ok: bool, convert: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """The column's values and a mask of the cells `_cell` would refuse."""
-    kind = col.dtype.kind
     if feature.kind == "numeric":
-        if kind in "iuf":
+        if col.dtype.kind in "iuf":
             values = col.to_numpy(dtype=np.float64)
-            return values, ~np.isfinite(values)
-        cells = col.to_numpy(dtype=object)
-        ok = np.fromiter((_is_number(v) for v in cells), dtype=bool, count=len(cells))
-        values = np.where(ok, cells, np.nan).astype(np.float64)
-        return values, ~ok | ~np.isfinite(values)
-    cells = col.to_numpy(dtype=object)
-    out = np.empty(len(cells), dtype=object)
-    bad = np.zeros(len(cells), dtype=bool)
-    for i, v in enumerate(cells):
+        else:
+            numbers = [_number(v, convert) for v in col.to_numpy(dtype=object)]
+            values = np.array([math.inf if n is None else n for n in numbers], dtype=np.float64)
+        nan = np.isnan(values)
+        return values, ~(np.isfinite(values) | (nan & missing_ok))
+    cells_ = col.to_numpy(dtype=object)
+    out = np.empty(len(cells_), dtype=object)
+    bad = np.zeros(len(cells_), dtype=bool)
+    for i, v in enumerate(cells_):
         if _missing(v):
             out[i] = None
         elif isinstance(v, str | int | float | np.integer | np.floating) and not isinstance(
@@ -295,12 +308,6 @@ def _column(col: pd.Series, feature: Feature) -> tuple[np.ndarray, np.ndarray]:
         else:
             bad[i] = True
     return out, bad
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_
-    )
 
 
 def _python(value: Any) -> Any:

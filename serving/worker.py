@@ -17,7 +17,7 @@ import os
 import socket
 from typing import Any
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, current_task
 from celery.backends.database import DatabaseBackend
 from kombu.transport import sqlalchemy as kombu_sqla
 
@@ -26,6 +26,7 @@ from serving import async_scoring, batch_files
 from serving.async_scoring import TRANSIENT
 from serving.metrics import TaskMetrics
 from serving.runtime import ModelUnavailable
+from serving.task_ids import TaskLedger
 from serving.wiring import RuntimeCell
 from serving.worker_metrics import MetricsServer, TaskObserver
 
@@ -42,6 +43,20 @@ class LifecycleCelery(Celery):
 
     lifecycle_settings: Settings
     runtime_cell: RuntimeCell
+    task_ledger: TaskLedger
+
+    def send_task(self, name: str, *args: Any, **options: Any) -> Any:
+        # Recorded before it is sent, so GET /tasks/{id} answers 404 only for an id never
+        # sent; a task re-sending itself (a retry) was recorded when it was first sent.
+        task_id = options.get("task_id")
+        if task_id and name in TASKS and not _is_retry(task_id):
+            self.task_ledger.record(task_id, name)
+        return super().send_task(name, *args, **options)
+
+
+def _is_retry(task_id: str) -> bool:
+    # current_task is a proxy: falsy outside a task, never None.
+    return bool(current_task) and current_task.request.id == task_id
 
 
 class EmbeddedTransport(kombu_sqla.Transport):
@@ -91,6 +106,7 @@ def make_celery(settings: Settings) -> LifecycleCelery:
         app.conf.database_url = database
     app.lifecycle_settings = settings
     app.runtime_cell = RuntimeCell(settings)
+    app.task_ledger = TaskLedger(settings.resolved_database_url())
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

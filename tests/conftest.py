@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,3 +40,16 @@ def settings(pg_tracking: TrackingServer, app_database_url: str, tmp_path: Path)
         conf_dir=PROJECT_ROOT / "conf",
         experiment_name=f"test-{tmp_path.name}",
     )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line saying what was skipped and why: a skip must never pass for a green run."""
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        # The first line names the cause; driver errors add lines of background.
+        reasons[reason.removeprefix("Skipped: ").strip().splitlines()[0]] += 1
+    if reasons:
+        parts = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common())
+        terminalreporter.write_line(f"skipped {sum(reasons.values())} tests: {parts}")

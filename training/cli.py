@@ -76,23 +76,23 @@ def tune(
 ) -> None:
     """Search the configured space with Optuna; each trial is a nested MLflow run."""
     from training.metrics import metrics_line
+    from training.progress import trial_progress
     from training.tune import TuneRequest
     from training.tune import tune as run_tune
 
     settings = load_settings()
-    result = run_tune(
-        settings,
-        TuneRequest(
-            dataset=dataset or settings.dataset,
-            trials=trials,
-            estimator=estimator,
-            study_name=study or None,
-            target=target or None,
-            register=truthy(register_value, register, "register"),
-            model_name=model_name or None,
-            timeout=timeout,
-        ),
+    request = TuneRequest(
+        dataset=dataset or settings.dataset,
+        trials=trials,
+        estimator=estimator,
+        study_name=study or None,
+        target=target or None,
+        register=truthy(register_value, register, "register"),
+        model_name=model_name or None,
+        timeout=timeout,
     )
+    with trial_progress(trials) as on_trial:
+        result = run_tune(settings, request, on_trial)
     echo(
         f"study {result.study_name}: {result.n_trials} trials, best {result.best_value:.4f} "
         f"with {result.best_params}"

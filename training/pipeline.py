@@ -50,3 +50,20 @@ def build_pipeline(
         )
         transformers.append(("categorical", categorical, schema.categorical))
     return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", model)])
+
+
+def imputes_missing(model: Any, schema: FeatureSchema) -> bool:
+    """Whether every numeric feature goes through a NaN imputer before anything else.
+
+    Recorded with the model (`FeatureSchema.accepts_missing`) so serving knows, without
+    inspecting the estimator, whether a null numeric value can be scored.
+    """
+    if not isinstance(model, Pipeline) or not isinstance(model.steps[0][1], ColumnTransformer):
+        return False
+    covered: set[str] = set()
+    for _name, branch, columns in model.steps[0][1].transformers:
+        first = branch.steps[0][1] if isinstance(branch, Pipeline) else branch
+        # NaN != NaN: true only for an imputer of NaN (the categorical one imputes None).
+        if isinstance(first, SimpleImputer) and first.missing_values != first.missing_values:
+            covered.update(columns)
+    return all(name in covered for name in schema.numeric)

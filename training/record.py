@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from mlflow.models.model import ModelInfo
 from lifecycle.core.schema import FeatureSchema
 from training import metrics
 from training.data import Dataset, Split
+from training.pipeline import imputes_missing
 
 DATA_DIR = "data"
 # The held-out split is stored with each run so that any later scoring (evaluate, promotion
@@ -71,7 +73,7 @@ def log_model(
         name=MODEL_NAME,
         signature=schema.signature(),
         input_example=example,
-        metadata=schema.to_metadata(),
+        metadata=replace(schema, accepts_missing=imputes_missing(model, schema)).to_metadata(),
         registered_model_name=registered_name,
         # skops (MLflow's default) rejects numpy dtypes held by the fitted preprocessing.
         serialization_format="cloudpickle",

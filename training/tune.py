@@ -7,6 +7,9 @@ resumes it. It cannot share MLflow's own schema: both keep an `alembic_version` 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +53,22 @@ class TuneResult:
     version: str | None
 
 
+@dataclass(frozen=True)
+class TrialDone:
+    """What a progress display needs after each trial of this call."""
+
+    number: int
+    done: int
+    total: int
+    state: str
+    value: float | None
+    best_number: int | None
+    best_value: float | None
+
+
+OnTrial = Callable[[TrialDone], None]
+
+
 def suggest(trial: optuna.Trial, space: dict[str, ParamSpace]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for name, spec in space.items():
@@ -74,7 +93,7 @@ def study_storage(settings: Settings) -> str:
     return url
 
 
-def tune(settings: Settings, request: TuneRequest) -> TuneResult:
+def tune(settings: Settings, request: TuneRequest, on_trial: OnTrial | None = None) -> TuneResult:
     if request.trials < 1:
         raise ConfigError(f"trials must be at least 1, got {request.trials}")
     prep = prepare(settings, request.dataset, request.estimator, request.target)
@@ -104,11 +123,16 @@ def tune(settings: Settings, request: TuneRequest) -> TuneResult:
         if (request.register)
         else None
     )
-    with mlflow_gateway.start_run(settings, f"tune-{study_name}") as parent:
+    with _quiet_run_urls(), mlflow_gateway.start_run(settings, f"tune-{study_name}") as parent:
         log_common(prep, settings)
         mlflow.set_tags({"lifecycle.study": study_name, "lifecycle.kind": "tune"})
         objective = _objective(prep, settings, base, est_cfg.search_space)
-        study.optimize(objective, n_trials=request.trials, timeout=request.timeout)
+        study.optimize(
+            objective,
+            n_trials=request.trials,
+            timeout=request.timeout,
+            callbacks=[_reporter(request.trials, on_trial)] if on_trial else None,
+        )
         best = study.best_trial
         best_params = {**base, **best.params}
         mlflow.log_params({f"best.{k}": v for k, v in best_params.items()})
@@ -131,6 +155,47 @@ def tune(settings: Settings, request: TuneRequest) -> TuneResult:
         name,
         str(version) if version is not None else None,
     )
+
+
+@contextmanager
+def _quiet_run_urls() -> Iterator[None]:
+    """Without MLflow's two "View run"/"View experiment" lines per run: a study of 20 trials
+    printed 40 of them, burying the progress and the result (the CLI prints the run id)."""
+    name = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    previous = os.environ.get(name)
+    os.environ[name] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _reporter(total: int, on_trial: OnTrial) -> Callable[[optuna.Study, Any], None]:
+    done = 0
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal done
+        done += 1
+        try:
+            best: optuna.trial.FrozenTrial | None = study.best_trial
+        except ValueError:  # no trial completed yet (all pruned so far)
+            best = None
+        on_trial(
+            TrialDone(
+                number=trial.number,
+                done=done,
+                total=total,
+                state=trial.state.name,
+                value=trial.value,
+                best_number=best.number if best else None,
+                best_value=best.value if best else None,
+            )
+        )
+
+    return callback
 
 
 def _objective(

@@ -1,8 +1,9 @@
 """The `lifecycle` command: every layer's verbs in one CLI, plus `tracking` and `up`.
 
 Each top-level folder owns its verbs (`training/cli.py`, `registry/cli.py`, `serving/cli.py`);
-this root merges them and adds the two verbs that compose the layers. Settings are read by each
-command at its entry, once, and passed down.
+this root merges them (loaded on first use, see `lifecycle.cli.root`) and adds the two verbs
+that compose the layers. Settings are read by each command at its entry, once, and passed
+down.
 """
 
 from __future__ import annotations
@@ -11,23 +12,23 @@ import os
 import sys
 
 import typer
-from mlflow.exceptions import MlflowException
 
+from lifecycle.cli.root import LazyLayersGroup
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.options import echo, load_settings
-from registry.cli import app as registry_app
-from serving.cli import app as serving_app
-from training.cli import app as training_app
+
+
+class LifecycleGroup(LazyLayersGroup):
+    layers = ("training.cli", "registry.cli", "serving.cli")
+
 
 app = typer.Typer(
+    cls=LifecycleGroup,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Lifecycle: train, gate, promote and serve MLflow models.",
 )
-app.add_typer(training_app)
-app.add_typer(registry_app)
-app.add_typer(serving_app)
 
 
 @app.command()
@@ -54,7 +55,11 @@ def main() -> None:
     except LifecycleError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(2)
-    except MlflowException as exc:
+    except Exception as exc:
+        # MLflow is imported only by the commands that use it: if it never was, it did not raise.
+        mlflow_errors = sys.modules.get("mlflow.exceptions")
+        if mlflow_errors is None or not isinstance(exc, mlflow_errors.MlflowException):
+            raise
         typer.echo(f"error: MLflow: {exc.message.splitlines()[0]}", err=True)
         sys.exit(2)
 

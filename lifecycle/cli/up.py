@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import httpx
 
+from lifecycle.cli.ports import check_ports_free, planned_ports
 from lifecycle.cli.supervisor import Supervisor
-from lifecycle.core import mlflow_gateway
 from lifecycle.core.errors import GateFailed, LifecycleError, NotFound
 from lifecycle.core.settings import Settings
 
@@ -32,6 +32,9 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["LIFECYCLE_DATA_DIR"] = str(settings.resolved_data_dir())
     env["LIFECYCLE_CONF_DIR"] = str(settings.conf_dir.resolve())
     env["MLFLOW_TRACKING_URI"] = settings.resolved_tracking_uri()
+    # No load balancer sits in front of the embedded API, so a drain grace would only make
+    # Ctrl-C wait; a value the user set is kept.
+    env.setdefault("LIFECYCLE_SHUTDOWN_GRACE_SECONDS", "0")
     return env
 
 
@@ -39,6 +42,8 @@ def bootstrap(settings: Settings, echo: Echo) -> bool:
     """Make sure the configured model has a Production version: train and promote one when
     the registry is empty, promote the newest version when none is in Production. True when
     a Production version exists afterwards."""
+    # Imported here: MLflow takes seconds to import, and `up` checks its ports before that.
+    from lifecycle.core import mlflow_gateway
     from training.train import TrainRequest, train
 
     client = mlflow_gateway.connect(settings)
@@ -75,6 +80,9 @@ def _bootstrap_promote(settings: Settings, name: str, version: str, echo: Echo) 
 
 
 def up(settings: Settings, echo: Echo) -> int:
+    # Before anything starts: a second `up` would otherwise see the first one's servers
+    # answer its health checks and report success before failing.
+    check_ports_free(planned_ports(settings))
     data_dir = settings.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(data_dir / "logs")

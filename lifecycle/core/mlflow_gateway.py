@@ -53,6 +53,8 @@ def start_run(
 
     Only MLFLOW_RUN_ID says a caller chose: `mlflow.set_experiment` itself exports
     MLFLOW_EXPERIMENT_ID, so that variable cannot tell a caller's choice from our own.
+    `mlflow run` with no --experiment-name creates its run in the configured experiment too:
+    see lifecycle.core.mlflow_experiment.
     """
     if not nested and not os.environ.get("MLFLOW_RUN_ID") and not mlflow.active_run():
         mlflow.set_experiment(settings.experiment_name)

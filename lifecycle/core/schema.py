@@ -33,6 +33,10 @@ class FeatureSchema:
     target: str
     classes: tuple[Any, ...]
     class_labels: tuple[str, ...]
+    # Whether the model imputes a missing numeric value itself. Written at training time from
+    # the fitted pipeline; a model logged without it (older Lifecycle, or elsewhere) is taken
+    # not to, so a null never reaches an estimator that would fail on it or score it silently.
+    accepts_missing: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -100,6 +104,7 @@ class FeatureSchema:
             "classes": list(self.classes),
             "class_labels": list(self.class_labels),
             "features": [{"name": f.name, "kind": f.kind} for f in self.features],
+            "accepts_missing": self.accepts_missing,
         }
 
     @classmethod
@@ -110,6 +115,7 @@ class FeatureSchema:
                 str(metadata["target"]),
                 tuple(metadata["classes"]),
                 tuple(metadata["class_labels"]),
+                bool(metadata.get("accepts_missing", False)),
             )
         except (KeyError, TypeError) as exc:
             raise DataError(f"model metadata carries no feature schema ({exc})") from exc

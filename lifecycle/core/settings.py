@@ -90,13 +90,27 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC secret of the MLflow registry webhook (POST /webhooks/mlflow)."
     )
-    max_batch_rows: int = Field(1000, ge=1, description="Most rows accepted in one request.")
+    max_batch_rows: int = Field(
+        100_000, ge=1, description="Most rows accepted in one request (413 beyond)."
+    )
     max_body_bytes: int = Field(
-        1_048_576, ge=1024, description="Largest request body accepted, in bytes."
+        64 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes (413)."
     )
     api_host: str = Field("127.0.0.1", description="Host `lifecycle serve` binds.")
     api_port: int = Field(8000, description="Port `lifecycle serve` binds.")
     api_workers: int = Field(1, ge=1, description="uvicorn worker processes of `lifecycle serve`.")
+    startup_model_timeout: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds an API worker tries to load its model before taking traffic; "
+        "after that it starts without one (/ready 503, details.startup says why).",
+    )
+    shutdown_grace_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds an API worker keeps serving after SIGTERM with /ready at 503, "
+        "so a load balancer stops routing to it before it stops accepting.",
+    )
 
     # Async scoring (serving/worker.py, serving/amqp.py).
     broker_url: str | None = Field(

@@ -21,6 +21,7 @@ from lifecycle.core.store import PredictionStore
 from serving.api import errors, routes, routes_admin, routes_async, routes_ops
 from serving.api.deps import Services
 from serving.api.models import TASK_ID_PATTERN
+from serving.api.startup import Drain, ProcessState, load_before_serving
 from serving.metrics import Metrics
 from serving.runtime import ModelHolder, Reconciler
 from serving.webhooks import SqlDeliveryLog, WebhookVerifier
@@ -55,15 +56,22 @@ def create_app(
         celery=celery,
     )
 
+    process = ProcessState()
+    drain = Drain(process, settings.shutdown_grace_seconds)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if store is not None:
             store.start()
         if reconciler is not None:
+            # Without a reconciler (tests composing their own) the caller loads the model.
+            await load_before_serving(holder, settings.startup_model_timeout, process)
             reconciler.start()
+        drain.install()
         try:
             yield
         finally:
+            drain.uninstall()
             if reconciler is not None:
                 reconciler.stop()
             if store is not None:
@@ -77,21 +85,23 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.process = process
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(routes_ops.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_async.router)
-    app.add_middleware(RequestContext, metrics=services.metrics)
+    app.add_middleware(RequestContext, metrics=services.metrics, process=process)
     return app
 
 
 class RequestContext:
     """Request id (header in, header out) and request metrics, as plain ASGI for speed."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, process: ProcessState) -> None:
         self.app = app
         self.metrics = metrics
+        self.process = process
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,6 +119,10 @@ class RequestContext:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                if self.process.draining:
+                    # uvicorn then closes the connection after this answer: no idle
+                    # keep-alive connection is left to be reset when the server stops.
+                    headers.append((b"connection", b"close"))
                 message = {**message, "headers": headers}
             await send(message)
 

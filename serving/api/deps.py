@@ -18,7 +18,7 @@ from lifecycle.core.settings import Settings
 from lifecycle.core.store import PredictionStore
 from serving.metrics import Metrics
 from serving.runtime import ModelHolder, Reconciler
-from serving.validation import PayloadTooLarge, UnsupportedMediaType, loads
+from serving.validation import MAX_BODY_SETTING, PayloadTooLarge, UnsupportedMediaType, loads
 from serving.webhooks import Forbidden, Unauthorized, WebhookVerifier
 from serving.worker import LifecycleCelery
 
@@ -112,15 +112,19 @@ async def read_json(request: Request, limit: int) -> tuple[bytes, Any]:
 async def read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+        raise PayloadTooLarge(f"request body is {declared} bytes; {_body_limit(limit)}")
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            raise PayloadTooLarge(f"request body is over {limit} bytes; {_body_limit(limit)}")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _body_limit(limit: int) -> str:
+    return f"the limit is {limit}: set {MAX_BODY_SETTING} to accept more"
 
 
 Model = TypeVar("Model", bound=BaseModel)

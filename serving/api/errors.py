@@ -1,4 +1,10 @@
-"""Domain errors → HTTP, in one place. Every error body is `{"detail": "<one line>"}`."""
+"""Domain errors → HTTP, in one place.
+
+Lifecycle's own endpoints answer `{"detail": "<one line>"}`. The MLflow scoring endpoints
+(`/invocations`, `/ping`, `/version`) answer MLflow's body instead, built by MLflow's own
+serialiser so its keys follow the installed MLflow: `{"error_code": ..., "message": ...}`
+(plus the `sqlstate`/`error_class` MLflow 3 adds). docs/serving.md, "Errors".
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,13 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from mlflow.exceptions import MlflowException
+from mlflow.protos import databricks_pb2
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lifecycle.core.errors import LifecycleError
+from serving.validation import SchemaMismatch
 
 log = logging.getLogger(__name__)
 _LOCATIONS = {"body", "path", "query", "header", "cookie"}
@@ -44,6 +53,39 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return _response(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+# MLflow answers every input it cannot score 400; Lifecycle's 422 is a 400 there too.
+_MLFLOW_STATUS = {422: 400}
+_MLFLOW_CODES = {
+    400: databricks_pb2.BAD_REQUEST,
+    413: databricks_pb2.RESOURCE_LIMIT_EXCEEDED,
+    415: databricks_pb2.BAD_REQUEST,
+    503: databricks_pb2.TEMPORARILY_UNAVAILABLE,
+}
+
+
+def mlflow_error(exc: LifecycleError) -> Response:
+    """A domain error in the body `mlflow models serve` answers with."""
+    status = _MLFLOW_STATUS.get(exc.status_code, exc.status_code)
+    # MLflow words a column mismatch INVALID_PARAMETER_VALUE, any other bad input BAD_REQUEST.
+    code = (
+        databricks_pb2.INVALID_PARAMETER_VALUE
+        if isinstance(exc, SchemaMismatch)
+        else _MLFLOW_CODES.get(status, databricks_pb2.INTERNAL_ERROR)
+    )
+    return _mlflow_response(status, exc.message, code)
+
+
+def mlflow_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    message = f"internal error ({type(exc).__name__}); see the server log"
+    return _mlflow_response(500, message, databricks_pb2.INTERNAL_ERROR)
+
+
+def _mlflow_response(status: int, message: str, code: int) -> Response:
+    body = MlflowException(message, error_code=code).serialize_as_json()
+    return Response(body, status_code=status, media_type="application/json")
 
 
 def install(app: FastAPI) -> None:

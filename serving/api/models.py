@@ -120,6 +120,23 @@ class Following(BaseModel):
     last_check: datetime | None
     last_error: str | None
     failed_version: str | None
+    stale: bool = Field(
+        False, description="The served version is not the one the target points at now."
+    )
+    target_version: str | None = Field(
+        None, description="The version the target pointed at on the last registry answer."
+    )
+    # /ready only: the process and its prediction store.
+    startup_error: str | None = Field(
+        None, description="Why the process started without a model (start-up timeout)."
+    )
+    draining: bool = Field(False, description="SIGTERM received: stopping after a grace period.")
+    store: Literal["ok", "spooling", "degraded"] | None = Field(
+        None,
+        description="Prediction store: ok, spooling (database down or replaying) or degraded "
+        "(predictions are dropped, and counted, when the database cannot take them).",
+    )
+    store_error: str | None = None
 
 
 class Health(BaseModel):

@@ -1,23 +1,24 @@
-"""Scoring endpoints: `/predict` (the reference body and more) and MLflow's `/invocations`.
+"""Scoring endpoints: `/predict` (the reference body and more) and MLflow's `/invocations`,
+`/ping` and `/version` (a drop-in for `mlflow models serve`, errors in MLflow's shape).
 
-Both only translate: parse the body with the one validator, call `serving.inference.infer`,
-queue its records, answer.
+Both scoring routes only translate: parse the body with the one validator
+(`serving.validation`, `serving.bodies`), call `serving.inference.infer`, queue its records,
+answer.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from mlflow.version import VERSION as MLFLOW_VERSION
 
-from lifecycle.core.schema import FeatureSchema
+from lifecycle.core.errors import LifecycleError
 from lifecycle.core.store import PredictionStore
-from serving import validation
-from serving.api import schemas
-from serving.api.deps import Services, Svc, json_body
+from serving import bodies, validation
+from serving.api import errors, schemas
+from serving.api.deps import Services, Svc, json_body, read_limited
 from serving.inference import Inference, InferenceRequest, infer
 from serving.metrics import Metrics
 from serving.runtime import LoadedModel
@@ -36,31 +37,59 @@ router = APIRouter(tags=["scoring"])
     responses=schemas.ERRORS,
 )
 async def predict(request: Request, services: Svc) -> JSONResponse:
-    result = await _score(request, validation.parse_predict, services)
+    started = time.perf_counter()
+    settings = services.settings
+    body = await json_body(request, settings.max_body_bytes)
+    model = services.holder.get()
+    rows = validation.parse_predict(body, model.schema, settings.max_batch_rows)
+    result = _infer(request, services, model, rows, started)
     return JSONResponse(result.answer(), headers=model_headers(result.model))
 
 
 @router.post(
     "/invocations",
     summary="MLflow scoring protocol (drop-in for `mlflow models serve`)",
-    openapi_extra=schemas.body(schemas.INVOCATIONS),
-    responses=schemas.ERRORS,
+    openapi_extra=schemas.INVOCATIONS_BODY,
+    responses=schemas.MLFLOW_ERRORS,
 )
-async def invocations(request: Request, services: Svc) -> JSONResponse:
-    result = await _score(request, validation.parse_invocations, services)
+async def invocations(request: Request, services: Svc) -> Response:
+    started = time.perf_counter()
+    settings = services.settings
+    try:
+        mime = bodies.media_type(request.headers.get("content-type"))
+        body = await read_limited(request, settings.max_body_bytes)
+        model = services.holder.get()
+        rows = bodies.invocation_rows(mime, body, model.schema, settings.max_batch_rows)
+        result = _infer(request, services, model, rows, started)
+    except LifecycleError as exc:
+        return errors.mlflow_error(exc)
+    except Exception as exc:  # answered in MLflow's shape, and logged
+        return errors.mlflow_unexpected(request, exc)
     return JSONResponse({"predictions": result.predictions}, headers=model_headers(result.model))
 
 
-Parser = Callable[[Any, FeatureSchema, int], validation.Rows]
+@router.get(
+    "/ping",
+    summary="MLflow's liveness probe: 200 once a model is loaded",
+    responses=schemas.MLFLOW_ERRORS,
+)
+async def ping(services: Svc) -> Response:
+    try:
+        services.holder.get()
+    except LifecycleError as exc:
+        return errors.mlflow_error(exc)
+    return Response("\n", media_type="application/json")  # MLflow's answer, byte for byte
 
 
-async def _score(request: Request, parse: Parser, services: Services) -> Inference:
-    """Body → the one validator → `infer` → records queued; the caller shapes the answer."""
-    started = time.perf_counter()
-    settings = services.settings
-    body = await json_body(request, settings.max_body_bytes)
-    model = services.holder.get()
-    rows = parse(body, model.schema, settings.max_batch_rows)
+@router.get("/version", summary="The MLflow version, as `mlflow models serve` answers it")
+async def version() -> Response:
+    return Response(MLFLOW_VERSION, media_type="application/json")
+
+
+def _infer(
+    request: Request, services: Services, model: LoadedModel, rows: validation.Rows, started: float
+) -> Inference:
+    """Checked rows → `infer` → records queued; the caller shapes the answer."""
     result = infer(model, InferenceRequest(rows, request.state.request_id, "rest", started=started))
     record(result, services.store, services.metrics)
     return result

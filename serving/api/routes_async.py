@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from lifecycle.core.errors import LifecycleError
+from lifecycle.core.errors import LifecycleError, NotFound
 from lifecycle.core.settings import Settings
 from serving import validation
 from serving.api import schemas
@@ -26,6 +26,7 @@ from serving.api.models import (
     TaskState,
     TaskStatus,
 )
+from serving.async_scoring import plain_json, printable
 from serving.worker import SCORE_FILE_TASK, SCORE_TASK, LifecycleCelery
 
 router = APIRouter(tags=["async"])
@@ -88,6 +89,8 @@ async def _send(client: LifecycleCelery, name: str, task_id: str, **kwargs: Any)
 
     try:
         await run_in_threadpool(send)
+    except LifecycleError:
+        raise  # the task ledger's own 503
     except Exception as exc:  # kombu raises transport-specific errors
         raise BrokerUnavailable(f"broker unavailable: {type(exc).__name__}: {exc}") from exc
 
@@ -198,6 +201,7 @@ async def _save_upload(request: Request, settings: Settings, task_id: str, suffi
     response_model_exclude_unset=True,  # result, error and retrying only when they apply
     responses=schemas.error_responses(
         {
+            404: "No task was ever sent with this id",
             422: "Not a task id",
             503: "Async scoring not configured, or the result backend is unavailable",
         }
@@ -216,17 +220,24 @@ async def task_status(
 ) -> TaskStatus:
     def read() -> tuple[str, Any]:
         result = client.AsyncResult(task_id)
-        return str(result.state), result.result
+        state, value = str(result.state), result.result
+        # The backend says "pending" for any id it has no record of: a typo would be polled
+        # forever. Only then is the ledger asked (a known state proves the id was sent).
+        if state == "PENDING" and not client.task_ledger.known(task_id):
+            raise NotFound(f"no task with id '{task_id}' was ever sent")
+        return state, value
 
     try:
         state, value = await run_in_threadpool(read)
+    except LifecycleError:
+        raise
     except Exception as exc:
         raise BrokerUnavailable(f"result backend unavailable: {type(exc).__name__}: {exc}") from exc
     # A custom state (a task's own update_state) means it is running.
     status = _STATES.get(state, "started")
     details: dict[str, Any] = {}
     if status == "success":
-        details["result"] = value
+        details["result"] = plain_json(value)
     elif status == "failure":
         details["error"] = _error(value)
     elif state == "RETRY" and isinstance(value, BaseException):
@@ -237,5 +248,5 @@ async def task_status(
 def _error(value: Any) -> str:
     if isinstance(value, BaseException):
         message = getattr(value, "message", None) or str(value)
-        return f"{type(value).__name__}: {message}"
-    return str(value)
+        return printable(f"{type(value).__name__}: {message}")
+    return printable(str(value))

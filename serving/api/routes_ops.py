@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from lifecycle.core.errors import LifecycleError
@@ -22,6 +22,7 @@ from serving.api.models import (
     Ready,
 )
 from serving.api.routes import model_headers
+from serving.api.startup import ProcessState
 from serving.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -40,17 +41,28 @@ async def health() -> Health:
 
 @router.get(
     "/ready",
-    summary="Readiness: a model is loaded (details say if the registry is degraded)",
-    responses={503: {"model": Ready, "description": "No model loaded yet"}},
+    summary="Readiness: a model is loaded and the process is not draining (details say if "
+    "the registry or the prediction store is degraded, and if the model is stale)",
+    responses={503: {"model": Ready, "description": "No model loaded yet, or draining"}},
 )
-async def ready(holder: HolderDep, response: Response) -> Ready:
+async def ready(request: Request, holder: HolderDep, store: StoreDep, response: Response) -> Ready:
     model = holder.current
-    if model is None:
+    process: ProcessState = request.app.state.process
+    # A degraded store does not fail readiness: predictions still answer, and taking every
+    # replica out of a balancer because the prediction log is down would turn a logging
+    # outage into a serving outage.
+    serving = model is not None and not process.draining
+    if not serving:
         response.status_code = 503
+    details = holder.status()
+    details.update(draining=process.draining, startup_error=process.startup_error)
+    if store is not None:
+        state = store.state()
+        details.update(store=state.state, store_error=state.reason)
     return Ready(
-        status="ready" if model else "not ready",
+        status="ready" if serving else "not ready",
         model=ModelRef(**model.describe()) if model else None,
-        details=Following.model_validate(holder.status()),
+        details=Following.model_validate(details),
     )
 
 

@@ -37,9 +37,9 @@ INVOCATIONS: dict[str, Any] = {
             "required": ["data"],
         },
         "dataframe_records": {"type": "array", "items": {"type": "object"}},
-        "instances": _ROWS,
+        "instances": {"anyOf": [_ROWS, {"type": "object"}]},
         "inputs": {"anyOf": [_ROWS, {"type": "object"}]},
-        "params": {"type": "object"},
+        "params": {"type": "object", "description": "Accepted and ignored, as by MLflow."},
     },
 }
 WEBHOOK: dict[str, Any] = {
@@ -70,6 +70,37 @@ ERRORS = error_responses(
         503: "No model loaded yet",
     }
 )
+
+
+_MLFLOW_ERROR = {
+    "type": "object",
+    "properties": {
+        "error_code": {"type": "string", "example": "BAD_REQUEST"},
+        "message": {"type": "string"},
+        "sqlstate": {"type": "string"},
+        "error_class": {"type": "string"},
+    },
+    "required": ["error_code", "message"],
+}
+MLFLOW_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"schema": _MLFLOW_ERROR}}}
+    for code, text in {
+        400: "Malformed body, or input that does not fit the model's schema",
+        413: TOO_LARGE,
+        415: "Not JSON, CSV or Parquet, or a charset other than UTF-8",
+        503: "No model loaded yet",
+    }.items()
+}
+INVOCATIONS_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": INVOCATIONS},
+            "text/csv": {"schema": {"type": "string"}},
+            "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
 
 def body(schema: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,10 @@ class SwapObserver(Protocol):
 
     def swap_failed(self, name: str, version: str, reason: str) -> None: ...
 
+    def relabelled(self, model: LoadedModel, previous: LoadedModel) -> None: ...
+
+    def stale(self, name: str, stale: bool) -> None: ...
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -84,6 +88,10 @@ class ModelHolder:
         self.registry_error: str | None = None
         self.last_error: str | None = None
         self.last_check: datetime | None = None
+        # What the target resolved to on the last answer; differs from the served version
+        # while a new version is pending or refused (the snapshot is then "stale").
+        self.target_version: str | None = None
+        self.stale = False
 
     @classmethod
     def from_settings(cls, settings: Settings, observer: SwapObserver | None = None) -> ModelHolder:
@@ -119,6 +127,8 @@ class ModelHolder:
             "last_check": self.last_check.isoformat() if self.last_check else None,
             "last_error": self.last_error,
             "failed_version": failure.version if failure else None,
+            "stale": self.stale,
+            "target_version": self.target_version,
         }
 
     def reconcile(self) -> Outcome:
@@ -133,15 +143,25 @@ class ModelHolder:
             return Outcome("degraded", detail=exc.message)
         self.registry_error = None
         self.last_check = datetime.now(UTC)
+        self.target_version = ref.version if ref else None
+        current = self._current
+        if ref is not None and current is not None and _same(current, ref):
+            # The steady state: one registry call per poll, labels from its answer.
+            self._relabel(current, ref)
+            self._set_stale(False)
+            return Outcome("unchanged", ref.version)
+        outcome = self._follow(ref, current)
+        if current is not None and outcome.action != "loaded":
+            # Still serving a version the target left: its labels must say what the registry
+            # says of it now (e.g. Archived), not what it was when it was loaded.
+            self._relabel_served(current)
+        self._set_stale(current is not None and outcome.action != "loaded")
+        return outcome
+
+    def _follow(self, ref: VersionRef | None, current: LoadedModel | None) -> Outcome:
         if ref is None:
             self.last_error = f"{self.target.describe()} points at no version"
             return Outcome("empty", detail=self.last_error)
-        current = self._current
-        if current is not None and current.name == ref.name and current.version == ref.version:
-            if current.stage != ref.stage:
-                # Same artifacts under a new stage label: relabel without reloading.
-                self._current = dataclasses.replace(current, stage=ref.stage)
-            return Outcome("unchanged", ref.version)
         if ref.status != "READY":
             # Artifacts may still be copying: not a failure, just not yet.
             return Outcome("pending", ref.version, f"v{ref.version} is {ref.status}")
@@ -152,6 +172,31 @@ class ModelHolder:
         elif failure is not None:
             self._failure = None  # the target moved: a new change earns a fresh attempt
         return self._swap(ref, current)
+
+    def _relabel_served(self, current: LoadedModel) -> None:
+        try:
+            ref = self._probe.resolve(ModelTarget(current.name, version=current.version))
+        except RegistryUnavailable as exc:
+            log.info("labels of v%s not refreshed: %s", current.version, exc.message)
+            return
+        # A deleted version has no stage and no alias left.
+        self._relabel(current, ref or VersionRef(current.name, current.version, None, None))
+
+    def _relabel(self, current: LoadedModel, ref: VersionRef) -> None:
+        """Same artifacts under the registry's current labels: no reload."""
+        stage, alias = ref.stage, ref.alias_for(self.target)
+        if (current.stage, current.alias) == (stage, alias) or self._current is not current:
+            return
+        relabelled = dataclasses.replace(current, stage=stage, alias=alias)
+        self._current = relabelled
+        log.info("v%s is now labelled stage=%s alias=%s", current.version, stage, alias)
+        if self._observer is not None:
+            self._observer.relabelled(relabelled, current)
+
+    def _set_stale(self, stale: bool) -> None:
+        self.stale = stale
+        if self._observer is not None:
+            self._observer.stale(self.target.name, stale)
 
     def _swap(self, ref: VersionRef, current: LoadedModel | None) -> Outcome:
         started = time.perf_counter()
@@ -182,6 +227,10 @@ class ModelHolder:
         if self._observer is not None:
             self._observer.swapped(loaded, current, seconds)
         return Outcome("loaded", ref.version)
+
+
+def _same(model: LoadedModel, ref: VersionRef) -> bool:
+    return model.name == ref.name and model.version == ref.version
 
 
 def _name(model: LoadedModel | None) -> str:

@@ -80,7 +80,7 @@ def load_version(ref: VersionRef, target: ModelTarget) -> LoadedModel:
         name=ref.name,
         version=ref.version,
         stage=ref.stage,
-        alias=target.alias,
+        alias=ref.alias_for(target),
         run_id=ref.run_id,
         schema=schema,
         predictor=predictor,

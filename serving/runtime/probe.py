@@ -14,7 +14,7 @@ import warnings
 from typing import Protocol
 
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException, RestException
+from mlflow.exceptions import RestException
 from mlflow.tracking import MlflowClient
 
 from lifecycle.core.errors import LifecycleError
@@ -64,12 +64,8 @@ class MlflowRegistryProbe:
             if exc.error_code in _ABSENT:
                 return None
             raise RegistryUnavailable(f"registry error: {_first_line(exc.message)}") from exc
-        except MlflowException as exc:  # MLflow's client could not get an answer
-            raise RegistryUnavailable(f"registry unreachable: {_first_line(exc.message)}") from exc
         except Exception as exc:  # any transport failure means "unreachable" to a poller
-            raise RegistryUnavailable(
-                f"registry unreachable: {type(exc).__name__}: {_first_line(str(exc))}"
-            ) from exc
+            raise RegistryUnavailable(f"registry unreachable: {root_cause(exc)}") from exc
         refs = [ref(mv) for mv in found]
         return max(refs, key=lambda r: int(r.version)) if refs else None
 
@@ -83,6 +79,17 @@ def ref(mv: ModelVersion) -> VersionRef:
         aliases=tuple(mv.aliases or ()),
         status=str(mv.status or "READY"),
     )
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost error of a chain, named: MLflow's own message is a long URL whose cause
+    (refused, timed out, name not known) would otherwise be cut off."""
+    root = exc
+    seen = {id(root)}
+    while (inner := root.__cause__ or root.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        root = inner
+    return f"{type(root).__name__}: {_first_line(str(root))}".rstrip(": ")
 
 
 def _first_line(text: str) -> str:

@@ -5,17 +5,30 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from serving.runtime.holder import ModelHolder, Outcome
 
 log = logging.getLogger(__name__)
 
 
+# While the registry is down the poller waits at most this many poll intervals: a failed
+# probe costs one short request, and a longer back-off (it was 30 s) delays the first
+# promotion after the registry comes back by as much.
+BACKOFF_INTERVALS = 2.0
+# Probing that often, a long outage would log a line every few seconds: say the same error
+# again only after this long.
+REPEAT_WARNING_EVERY = 60.0
+
+
 class Reconciler:
-    def __init__(self, holder: ModelHolder, interval: float, max_backoff: float = 30.0) -> None:
+    def __init__(
+        self, holder: ModelHolder, interval: float, max_backoff: float | None = None
+    ) -> None:
         self.holder = holder
         self.interval = interval
-        self.max_backoff = max(max_backoff, interval)
+        cap = BACKOFF_INTERVALS * interval if max_backoff is None else max_backoff
+        self.max_backoff = max(cap, interval)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cond = threading.Condition()
@@ -51,6 +64,8 @@ class Reconciler:
 
     def _run(self) -> None:
         delay = self.interval
+        warned: str | None = None
+        warned_at = 0.0
         while not self._stop.is_set():
             with self._cond:
                 self._running = True
@@ -61,8 +76,14 @@ class Reconciler:
                 outcome = Outcome("degraded", detail=f"{type(exc).__name__}: {exc}")
             if outcome.action == "degraded":
                 delay = min(delay * 2, self.max_backoff)
-                log.warning("%s; next try in %.1fs", outcome.detail, delay)
+                now = time.monotonic()
+                if outcome.detail != warned or now - warned_at >= REPEAT_WARNING_EVERY:
+                    log.warning("%s; retrying every %.1fs", outcome.detail, delay)
+                    warned, warned_at = outcome.detail, now
             else:
+                if warned is not None:
+                    log.info("registry answers again")
+                warned = None
                 delay = self.interval
             with self._cond:
                 self._running = False

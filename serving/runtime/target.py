@@ -55,3 +55,10 @@ class VersionRef:
     stage: str | None
     aliases: tuple[str, ...] = ()
     status: str = "READY"
+
+    def alias_for(self, target: ModelTarget) -> str | None:
+        """The alias this version is served under: the followed one if it carries it, else
+        the first it carries, so a label never names an alias the registry moved away."""
+        if target.alias and target.alias in self.aliases:
+            return target.alias
+        return min(self.aliases) if self.aliases else None

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.support.services import free_port
 from tests.support.up import lifecycle_up
 from tests.support.worker import wait_task
 
@@ -23,7 +24,8 @@ IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 def test_up_serves_rest_and_async_then_stops_cleanly(tmp_path: Path) -> None:
     home = tmp_path / "home"
     # lifecycle_up's environment carries no LIFECYCLE_BROKER_URL: the default is embedded.
-    with lifecycle_up(home) as up:
+    # `up` refuses a taken port, so the worker's metrics port is a free one too.
+    with lifecycle_up(home, LIFECYCLE_WORKER_METRICS_PORT=str(free_port())) as up:
         mlflow_url = up.urls["MLflow UI and registry"]
         api = up.urls["scoring API"]
         assert "broker sqla+sqlite:///" in up.text()

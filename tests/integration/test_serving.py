@@ -223,6 +223,14 @@ def test_broken_version_keeps_old_model_and_counts_failure(world: World, stage_a
         world.client.transition_model_version_stage(
             NAME, served, "Production", archive_existing_versions=True
         )
+        # Meanwhile the served version was labelled Archived, as the registry said; every
+        # worker labels it Production again on its next poll.
+        deadline, streak = time.monotonic() + POLL + 10, 0
+        while streak < 4 * STAGE_WORKERS and time.monotonic() < deadline:
+            body = httpx.get(f"{stage_api.url}/ready").json()
+            fresh = body["model"]["stage"] == "Production" and not body["details"]["stale"]
+            streak = streak + 1 if fresh else 0
+            time.sleep(0.05)
 
 
 def test_predict_shapes_and_model_headers(stage_api: Api) -> None:
@@ -253,8 +261,8 @@ def test_predict_shapes_and_model_headers(stage_api: Api) -> None:
     [
         {"dataframe_split": {"columns": "NAMES", "data": [IRIS_ROW]}},
         {"dataframe_records": "RECORDS"},
-        {"instances": [IRIS_ROW]},
-        {"inputs": [IRIS_ROW]},
+        {"instances": "RECORDS"},
+        {"inputs": "RECORDS"},
     ],
     ids=["dataframe_split", "dataframe_records", "instances", "inputs"],
 )
@@ -286,9 +294,14 @@ def _post_raw(api: Api, body: bytes | str, ctype: str = "application/json") -> h
         ('{"features": [Infinity, 3.5, 1.4, 0.2]}', None, 422, "Infinity is not a valid number"),
         ('{"features": [1e999, 3.5, 1.4, 0.2]}', None, 422, "must be finite"),
         ('{"features": ["5.1", 3.5, 1.4, 0.2]}', None, 422, "must be a number, got '5.1'"),
-        ('{"features": [null, 3.5, 1.4, 0.2]}', None, 422, "must be a number, got null"),
+        ('{"features": [true, 3.5, 1.4, 0.2]}', None, 422, "must be a number, got bool"),
         ('{"instances": []}', None, 422, "instances is empty"),
-        (json.dumps({"instances": [IRIS_ROW] * (MAX_ROWS + 1)}), None, 422, "the maximum is 50"),
+        (
+            json.dumps({"instances": [IRIS_ROW] * (MAX_ROWS + 1)}),
+            None,
+            413,
+            "the limit is 50: set LIFECYCLE_MAX_BATCH_ROWS to accept more",
+        ),
         ('{"features": [5.1, 3.5, ', None, 400, "malformed JSON"),
         ('{"rows": [1]}', None, 422, "unknown field(s) rows"),
         ("features=5.1", "application/x-www-form-urlencoded", 415, "must be application/json"),
@@ -301,7 +314,7 @@ def _post_raw(api: Api, body: bytes | str, ctype: str = "application/json") -> h
         "infinity",
         "overflow",
         "string",
-        "null",
+        "bool",
         "empty-batch",
         "over-max-batch",
         "malformed-json",

@@ -34,10 +34,12 @@ def _experiment_runs(client: MlflowClient, name: str) -> list[mlflow.entities.Ru
 
 def test_mlflow_run_train_on_wine_records_everything(settings: Settings) -> None:
     env = cli_env(settings)
+    # No --experiment-name, as a user types it: the run lands in the configured experiment
+    # (LIFECYCLE_EXPERIMENT_NAME here), where `lifecycle train` records, not in "Default".
     result = subprocess.run(
         [
-            "mlflow", "run", str(PROJECT_ROOT), "-e", "train", "--env-manager", "local",
-            "--experiment-name", settings.experiment_name, "-P", "dataset=wine",
+            "mlflow", "run", ".", "-e", "train", "--env-manager", "local",
+            "-P", "dataset=wine",
         ],
         env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
@@ -109,6 +111,13 @@ def test_tune_runs_nested_trials_and_resumes_its_study(settings: Settings) -> No
     second = run_cli("tune", "--trials", "5", "--study", study, env=env, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"study {study}: 25 trials" in second.stdout
+    # Progress, not MLflow's two "View run" lines per trial: at most one line per trial.
+    output = second.stdout + second.stderr
+    assert "View run" not in output, output
+    trial_lines = [line for line in output.splitlines() if line.startswith("trial ")]
+    assert len(trial_lines) == 5, output
+    assert trial_lines[-1].startswith("trial 5/5 (#24): "), output
+    assert "best " in trial_lines[-1], output
     loaded = optuna.load_study(study_name=study, storage=settings.resolved_database_url())
     assert len(loaded.trials) == 25
     numbers = sorted(t.number for t in loaded.trials)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -20,6 +21,10 @@ import sqlalchemy as sa
 POSTGRES_ENV = "LIFECYCLE_TEST_POSTGRES_URL"
 AMQP_ENV = "LIFECYCLE_TEST_AMQP_URL"
 REQUIRE_ENV = "LIFECYCLE_TEST_REQUIRE_SERVICES"
+# Used when the variables above are unset and these answer: `make test` on a machine with
+# PostgreSQL and RabbitMQ at their standard addresses runs everything with no setup.
+LOCAL_POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+LOCAL_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 def _unavailable(message: str) -> None:
@@ -30,22 +35,60 @@ def _unavailable(message: str) -> None:
 
 
 def postgres_admin_url() -> str:
-    url = os.environ.get(POSTGRES_ENV)
+    url = os.environ.get(POSTGRES_ENV) or _local_postgres()
     if not url:
         _unavailable(
-            f"PostgreSQL tests need {POSTGRES_ENV}, e.g. "
-            "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+            f"PostgreSQL tests need a server at {LOCAL_POSTGRES_URL} or {POSTGRES_ENV} set to one"
         )
         raise AssertionError  # unreachable: skip/fail raise
     return url
 
 
 def amqp_url() -> str:
-    url = os.environ.get(AMQP_ENV)
+    url = os.environ.get(AMQP_ENV) or _local_amqp()
     if not url:
-        _unavailable(f"RabbitMQ tests need {AMQP_ENV}, e.g. amqp://guest:guest@127.0.0.1:5672//")
+        _unavailable(f"RabbitMQ tests need a broker at {LOCAL_AMQP_URL} or {AMQP_ENV} set to one")
         raise AssertionError
     return url
+
+
+@functools.cache
+def _local_postgres() -> str | None:
+    """The standard local PostgreSQL when it answers and accepts the login, else None."""
+    if not _port_open("127.0.0.1", 5432):
+        return None
+    engine = sa.create_engine(LOCAL_POSTGRES_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+    return LOCAL_POSTGRES_URL
+
+
+@functools.cache
+def _local_amqp() -> str | None:
+    """The standard local RabbitMQ when it answers and accepts guest/guest, else None."""
+    if not _port_open("127.0.0.1", 5672):
+        return None
+    from kombu import Connection
+
+    try:
+        with Connection(LOCAL_AMQP_URL, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception:  # any login or protocol failure means "not usable", not a test error
+        return None
+    return LOCAL_AMQP_URL
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def free_port() -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from lifecycle.core.store.spool import Spool
@@ -24,6 +26,7 @@ class DatabaseHealth:
     def __init__(self, spool_root: Path) -> None:
         self._spool_root = spool_root
         self.down = False
+        self.error: str | None = None
         self._backoff = 0.0
         self._next_probe = 0.0
         self._probe_now = threading.Event()
@@ -43,9 +46,12 @@ class DatabaseHealth:
     def mark_down(self, exc: Exception) -> None:
         if not self.down:
             log.warning(
-                "prediction database unavailable, spooling to %s: %s", self._spool_root, exc
+                "prediction database unavailable, rows go to the spool %s: %s",
+                self._spool_root,
+                exc,
             )
         self.down = True
+        self.error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         self._backoff = min(max(self._backoff * 2, 0.25), MAX_BACKOFF)
         self._next_probe = time.monotonic() + self._backoff
 
@@ -53,21 +59,73 @@ class DatabaseHealth:
         if self.down:
             log.info("prediction database is back")
         self.down = False
+        self.error = None
         self._backoff = 0.0
 
 
-class DropLog:
-    """Counts dropped predictions; at most one warning per interval, with the count since."""
+class SpoolHealth:
+    """Whether the spool takes rows, and why not: a failure is logged when it starts or
+    changes, not once per batch (an unwritable spool used to log thousands of lines)."""
 
     def __init__(self, spool: Spool) -> None:
         self._spool = spool
-        self._unlogged = 0
+        self.error: str | None = None
+        self.full = False
+
+    def failed(self, exc: Exception) -> None:
+        reason = f"spool {self._spool.root} unusable: {type(exc).__name__}: {exc}"
+        if reason != self.error:
+            log.error("prediction %s; rows the database cannot take are dropped", reason)
+        self.error = reason
+
+    def usable(self, kept: int | None = None, offered: int = 0) -> None:
+        """The spool opened, or an append kept `kept` of `offered` lines."""
+        if self.error is not None:
+            log.info("prediction spool %s is usable again", self._spool.root)
+        self.error = None
+        if kept is not None:
+            self.full = kept < offered
+
+    def drop_cause(self) -> str:
+        if self.error is not None:
+            return self.error
+        return f"spool {self._spool.root} reached its limit of {self._spool.max_bytes} bytes"
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """What /ready says of the prediction store: ok, spooling (database down or replaying)
+    or degraded (predictions are being, or would be, dropped), and why."""
+
+    state: str
+    reason: str | None = None
+
+
+def store_state(db: DatabaseHealth, spool: SpoolHealth, pending_bytes: int) -> StoreState:
+    down = f"database unavailable: {db.error}" if db.down else None
+    if spool.error is not None:
+        return StoreState("degraded", "; ".join(r for r in (spool.error, down) if r))
+    if spool.full and down is not None:
+        return StoreState("degraded", f"{down}; {spool.drop_cause()}: new rows are dropped")
+    if down is not None:
+        return StoreState("spooling", down)
+    if pending_bytes:
+        return StoreState("spooling", f"replaying {pending_bytes} spooled bytes")
+    return StoreState("ok")
+
+
+class DropLog:
+    """Counts dropped predictions by cause; at most one warning per interval, with the
+    counts since the last one."""
+
+    def __init__(self) -> None:
+        self._unlogged: Counter[str] = Counter()
         self._next_log = 0.0
         self._lock = threading.Lock()
 
-    def add(self, n: int) -> None:
+    def add(self, n: int, cause: str) -> None:
         with self._lock:
-            self._unlogged += n
+            self._unlogged[cause] += n
         self.log()
 
     def log(self) -> None:
@@ -75,12 +133,7 @@ class DropLog:
             now = time.monotonic()
             if not self._unlogged or now < self._next_log:
                 return
-            count, self._unlogged = self._unlogged, 0
+            counts, self._unlogged = self._unlogged, Counter()
             self._next_log = now + DROP_LOG_EVERY
-        log.warning(
-            "dropped %d prediction(s): the queue was full and the spool %s reached its limit "
-            "of %d bytes or could not be written",
-            count,
-            self._spool.root,
-            self._spool.max_bytes,
-        )
+        for cause, count in counts.items():
+            log.warning("dropped %d prediction(s): %s", count, cause)

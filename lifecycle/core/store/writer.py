@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 
 from lifecycle.core.errors import NotFound
 from lifecycle.core.store.database import PredictionDatabase, StoreUnavailable
-from lifecycle.core.store.health import DatabaseHealth, DropLog
+from lifecycle.core.store.health import (
+    DatabaseHealth,
+    DropLog,
+    SpoolHealth,
+    StoreState,
+    store_state,
+)
 from lifecycle.core.store.observer import NoObserver, StoreObserver
 from lifecycle.core.store.replay import Replayer
 from lifecycle.core.store.spool import Spool
@@ -45,7 +51,7 @@ class PredictionStore:
         spool_max_bytes: int = 512 * 1024 * 1024,
         observer: StoreObserver | None = None,
     ) -> None:
-        self._db = PredictionDatabase(database_url, on_rejected=self._drop)
+        self._db = PredictionDatabase(database_url, on_rejected=self._rejected)
         self._queue: queue.Queue[PredictionRecord] = queue.Queue(maxsize=queue_size)
         # Rows per multi-row INSERT, within what the dialect can bind in one statement.
         self._rows_per_insert = min(batch_size, self._db.max_rows_per_insert)
@@ -59,9 +65,15 @@ class PredictionStore:
         self._io_lock = threading.Lock()
         self._health = DatabaseHealth(self._spool.root)
         self._next_adopt = 0.0
-        self._drops = DropLog(self._spool)
+        self._spool_health = SpoolHealth(self._spool)
+        self._drops = DropLog()
         self._replayer = Replayer(
-            self._spool, self._db, self._health, self._rows_per_insert, self._observer, self._drop
+            self._spool,
+            self._db,
+            self._health,
+            self._rows_per_insert,
+            self._observer,
+            self._unreadable,
         )
 
     @classmethod
@@ -87,18 +99,19 @@ class PredictionStore:
         """Create the tables if the database answers, adopt leftover spool, start the writer.
 
         A database that is down at start is not an error: rows spool until it comes back.
+        Nor is a spool that cannot be created: rows the database cannot take are then
+        dropped and counted (the documented policy), and `state()` says so.
         """
         if self._thread is not None and self._thread.is_alive():
             return
         self._closed = False
         self._stopping.clear()
-        self._spool.open()
-        self._spool.adopt_orphans()
+        self._adopt()
         self._next_adopt = time.monotonic() + _ADOPT_EVERY
         try:
             self._db.ensure_schema()
         except StoreUnavailable as exc:
-            log.warning("prediction database unavailable at start, spooling: %s", exc)
+            self._health.mark_down(exc)
         self._thread = threading.Thread(
             target=self._run, name="prediction-store-writer", daemon=True
         )
@@ -136,7 +149,7 @@ class PredictionStore:
                 self._to_spool([record])
         except Exception:
             log.exception("prediction %s could not be queued or spooled", record.request_id)
-            self._drop(1)
+            self._drop(1, "could not be queued or spooled")
 
     def write(self, records: Sequence[PredictionRecord]) -> int:
         """Store records now; return how many were new. Raises StoreUnavailable when the
@@ -197,7 +210,7 @@ class PredictionStore:
             now = time.monotonic()
             if not self._health.down and now >= self._next_adopt:
                 self._next_adopt = now + _ADOPT_EVERY
-                self._spool.adopt_orphans()
+                self._adopt()
             if not self._spool.empty() and self._health.probe_due():
                 self._replayer.replay()
         except Exception:
@@ -259,20 +272,41 @@ class PredictionStore:
                 for _ in batch:
                     self._queue.task_done()
 
+    def _adopt(self) -> None:
+        try:
+            self._spool.open()
+            self._spool.adopt_orphans()
+        except OSError as exc:
+            self._spool_health.failed(exc)
+        else:
+            self._spool_health.usable()
+
     def _to_spool(self, records: Sequence[PredictionRecord]) -> None:
         try:
             kept = self._spool.append([r.to_json_line() for r in records])
         except (OSError, TypeError, ValueError) as exc:
-            log.error("prediction spool %s unusable: %s", self._spool.root, exc)
+            self._spool_health.failed(exc)
             kept = 0
+        else:
+            self._spool_health.usable(kept, len(records))
         if kept:
             self._observer.spooled(kept)
         if kept < len(records):
-            self._drop(len(records) - kept)
+            self._drop(len(records) - kept, self._spool_health.drop_cause())
 
-    def _drop(self, n: int) -> None:
-        self._drops.add(n)
+    def _rejected(self, n: int) -> None:
+        self._drop(n, "rejected by the database (see the row-by-row errors)")
+
+    def _unreadable(self, n: int) -> None:
+        self._drop(n, "unreadable in the spool")
+
+    def _drop(self, n: int, cause: str) -> None:
+        self._drops.add(n, cause)
         self._observer.dropped(n)
+
+    def state(self) -> StoreState:
+        """ok, spooling or degraded, with the reason (for /ready)."""
+        return store_state(self._health, self._spool_health, self._spool.pending_bytes)
 
     # -- queries ---------------------------------------------------------------------------
 
