@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,10 +50,11 @@ def log_data(data: Dataset, split: Split) -> None:
         source = CodeDatasetSource(
             {"artifact_uri": data_artifact(run_id, filename), "origin": data.source}
         )
-        dataset = from_pandas(
-            frame, source=source, targets=data.schema.target, name=f"{data.name}-{context}"
-        )
-        mlflow.log_input(dataset, context=context)
+        with _known_warnings_silenced():
+            dataset = from_pandas(
+                frame, source=source, targets=data.schema.target, name=f"{data.name}-{context}"
+            )
+            mlflow.log_input(dataset, context=context)
 
 
 def log_evaluation(model: Any, schema: FeatureSchema, frame: pd.DataFrame) -> dict[str, float]:
@@ -68,16 +73,33 @@ def log_model(
     model: Any, schema: FeatureSchema, train: pd.DataFrame, registered_name: str | None
 ) -> ModelInfo:
     example = schema.coerce(train.head(5))
-    return mlflow.sklearn.log_model(
-        model,
-        name=MODEL_NAME,
-        signature=schema.signature(),
-        input_example=example,
-        metadata=replace(schema, accepts_missing=imputes_missing(model, schema)).to_metadata(),
-        registered_model_name=registered_name,
-        # skops (MLflow's default) rejects numpy dtypes held by the fitted preprocessing.
-        serialization_format="cloudpickle",
-    )
+    with _known_warnings_silenced():
+        return mlflow.sklearn.log_model(
+            model,
+            name=MODEL_NAME,
+            signature=schema.signature(),
+            input_example=example,
+            metadata=replace(schema, accepts_missing=imputes_missing(model, schema)).to_metadata(),
+            registered_model_name=registered_name,
+            # skops (MLflow's default) rejects numpy dtypes held by the fitted preprocessing.
+            serialization_format="cloudpickle",
+        )
+
+
+@contextmanager
+def _known_warnings_silenced() -> Iterator[None]:
+    """Warnings every training run would print about choices made on purpose: integer class
+    labels in the dataset's and the output's inferred schema (a label is never missing), and
+    cloudpickle (skops refuses the fitted preprocessing, see log_model)."""
+    sklearn_log = logging.getLogger("mlflow.sklearn")
+    level = sklearn_log.level
+    sklearn_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            yield
+    finally:
+        sklearn_log.setLevel(level)
 
 
 def _run_id() -> str:
