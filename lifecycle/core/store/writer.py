@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lifecycle.core.errors import NotFound
 from lifecycle.core.store.database import PredictionDatabase, StoreUnavailable
 from lifecycle.core.store.health import (
     DatabaseHealth,
@@ -25,6 +24,7 @@ from lifecycle.core.store.health import (
     StoreState,
     store_state,
 )
+from lifecycle.core.store.lookups import StoreLookups
 from lifecycle.core.store.observer import NoObserver, StoreObserver
 from lifecycle.core.store.replay import Replayer
 from lifecycle.core.store.spool import Spool
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 _ADOPT_EVERY = 30.0
 
 
-class PredictionStore:
+class PredictionStore(StoreLookups):
     def __init__(
         self,
         database_url: str,
@@ -307,38 +307,3 @@ class PredictionStore:
     def state(self) -> StoreState:
         """ok, spooling or degraded, with the reason (for /ready)."""
         return store_state(self._health, self._spool_health, self._spool.pending_bytes)
-
-    # -- queries ---------------------------------------------------------------------------
-
-    def get(self, request_id: str) -> PredictionRecord | None:
-        return self._db.get(request_id)
-
-    def recent(self, limit: int = 100, source: str | None = None) -> list[PredictionRecord]:
-        """The latest predictions, newest first."""
-        return self._db.recent(limit, source)
-
-    def count(self, source: str | None = None) -> int:
-        return self._db.count(source)
-
-    def add_feedback(self, request_id: str, label: str, *, timeout: float = 5.0) -> None:
-        """Record the true label of a prediction; the last feedback for an id wins.
-
-        The prediction may still sit in this process's queue, so it is flushed first; one made
-        by another worker process reaches the database within its flush interval, hence the
-        short grace wait before NotFound.
-        """
-        if not self._db.exists(request_id):
-            self.flush(timeout)
-            deadline = time.monotonic() + min(2 * self._flush_interval + 0.1, timeout)
-            while not self._db.exists(request_id):
-                if time.monotonic() >= deadline:
-                    raise NotFound(f"no prediction with request id {request_id!r}")
-                time.sleep(0.02)
-        self._db.set_feedback(request_id, label)
-
-    def feedback_label(self, request_id: str) -> str | None:
-        return self._db.feedback_label(request_id)
-
-    def feedback_stats(self, model_name: str) -> dict[str, dict[str, float]]:
-        """Per version: n, accuracy and macro precision of predicted vs feedback labels."""
-        return self._db.feedback_stats(model_name)
