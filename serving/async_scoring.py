@@ -21,6 +21,7 @@ from lifecycle.core.store import StoreUnavailable
 from serving import validation
 from serving.inference import InferenceRequest, infer
 from serving.runtime import ModelUnavailable, RegistryUnavailable
+from serving.validation import replace_surrogates
 from serving.wiring import Runtime
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,10 @@ def storable_failures(task_id: str) -> Iterator[None]:
 
 def printable(text: str) -> str:
     """`text` as one bounded line of valid UTF-8."""
-    clean = unicode_text(text)
+    clean = replace_surrogates(text)
     if len(clean) > MAX_ERROR_CHARS:
         clean = clean[: MAX_ERROR_CHARS - 1] + "…"
     return clean
-
-
-def unicode_text(text: str) -> str:
-    """Lone UTF-16 surrogates (JSON escapes can carry them, UTF-8 cannot) become U+FFFD."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def plain_json(value: Any) -> Any:
@@ -90,9 +86,9 @@ def plain_json(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
-        return unicode_text(value)
+        return replace_surrogates(value)
     if isinstance(value, dict):
-        return {unicode_text(str(k)): plain_json(v) for k, v in value.items()}
+        return {replace_surrogates(str(k)): plain_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [plain_json(v) for v in value]
     return value

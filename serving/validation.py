@@ -82,9 +82,14 @@ def _may_escape_surrogate(body: bytes | str) -> bool:
     return "\\ud" in body or "\\uD" in body
 
 
+def replace_surrogates(text: str) -> str:
+    """Lone UTF-16 surrogates (JSON escapes can carry them, UTF-8 cannot) become U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def _without_surrogates(value: Any) -> Any:
     if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value)
+        return replace_surrogates(value)
     if isinstance(value, list):
         return [_without_surrogates(v) for v in value]
     if isinstance(value, dict):
