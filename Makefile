@@ -37,6 +37,7 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.async_bench --write-docs $(ASYNC_BENCH_ARGS)
+	$(BIN)/python -m benchmarks.drift_bench --write-docs $(DRIFT_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .lifecycle .mypy_cache .ruff_cache .pytest_cache

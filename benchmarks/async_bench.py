@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from benchmarks.docs_section import write_section
+
 # The same isolation the tests use: a fresh database and a fresh vhost, dropped afterwards.
 from lifecycle.cli.supervisor import Supervisor
 from tests.support.services import free_port, temp_database, wait_http
@@ -371,15 +373,7 @@ def markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def write_docs(path: Path, section: str) -> None:
-    """Replace this benchmark's section (between its markers) or append it."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    write_section(path, section, START, END)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ prometheus-client is imported, which is why the CLI sets it and this module only
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,8 +23,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
+from lifecycle.core.store.report_index import ReportEntry, ReportIndex
 from serving.runtime import LoadedModel
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -29,6 +36,11 @@ SWAP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # From a one-row task (milliseconds) to a batch file (minutes).
 TASK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0, 1800.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Reports come every few minutes; a few seconds of cache make Prometheus, a Grafana "now"
+# query and a curl in the same moment cost one index query, and never hide a new report long.
+REPORT_CACHE_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
 
 FeedbackStats = Mapping[str, Mapping[str, float]]
 
@@ -135,6 +147,12 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self._feedback_at = 0.0
+        # Collectors that compute their values at scrape time in this process (the drift
+        # gauges). In multiprocess mode render() merges only the workers' files, so these are
+        # added to the merged registry there; they are never written to the files, so a
+        # scrape shows them once, from whichever worker answers, not once per worker.
+        self._live: list[Collector] = []
+        self._reports: ReportGauges | None = None
 
     # HTTP
 
@@ -200,12 +218,149 @@ class Metrics:
             self.feedback_precision.labels(model_name, version).set(values["precision_macro"])
             self.feedback_samples.labels(model_name, version).set(values["n"])
 
+    # Drift reports
+
+    def watch_reports(self, index: ReportIndex, interval_seconds: float) -> None:
+        """Export the newest report of every model version, read from `index` at scrape time.
+
+        Gauges: lifecycle_drift_share{model,version}, lifecycle_feature_drift_score and
+        lifecycle_feature_drifted{model,version,feature}, lifecycle_report_age_seconds{model},
+        lifecycle_report_interval_seconds (`interval_seconds`, the schedule the alert compares
+        the age with) and lifecycle_report_index_up (0 when the last read failed; the report
+        gauges are then left out and the rest of the scrape is unaffected).
+        """
+        # A second call (one Metrics shared by two apps, as tests do) replaces the first
+        # rather than failing on duplicate names or exporting two indexes' values.
+        if self._reports is not None:
+            self._remove_live(self._reports)
+        self._reports = ReportGauges(index, interval_seconds)
+        self._add_live(self._reports)
+
+    def _add_live(self, collector: Collector) -> None:
+        if not self.multiprocess_dir:
+            self.registry.register(collector)
+        self._live.append(collector)
+
+    def _remove_live(self, collector: Collector) -> None:
+        if not self.multiprocess_dir:
+            self.registry.unregister(collector)
+        self._live.remove(collector)
+
     def render(self) -> bytes:
         if self.multiprocess_dir:
             merged = CollectorRegistry()
             MultiProcessCollector(merged, path=self.multiprocess_dir)
+            for collector in self._live:
+                merged.register(collector)
             return generate_latest(merged)
         return generate_latest(self.registry)
+
+
+class ReportGauges(Collector):
+    """The drift gauges: the report index's latest entry per version, cached briefly.
+
+    A collector rather than Gauge objects: the values live in the database, not in this
+    process, so reading them at scrape time keeps every worker (and a restarted API) right
+    without a refresh loop, and old versions or features never linger as stale label sets.
+    """
+
+    def __init__(
+        self,
+        index: ReportIndex,
+        interval_seconds: float,
+        *,
+        cache_seconds: float = REPORT_CACHE_SECONDS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._index = index
+        self._interval = float(interval_seconds)
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._read_at = -float("inf")
+        self._entries: list[ReportEntry] | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        # Names only, so registering (with auto_describe) checks duplicates without a query.
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        entries = self._read()
+        families = self._families()
+        share, score, drifted, age, interval, up = families
+        interval.add_metric([], self._interval)
+        up.add_metric([], 0.0 if entries is None else 1.0)
+        if entries is not None:
+            now = self._clock()
+            newest: dict[str, datetime] = {}
+            for entry in entries:
+                labels = [entry.model_name, entry.model_version]
+                share.add_metric(labels, entry.drift_share)
+                for feature in entry.features:
+                    score.add_metric([*labels, feature.feature], feature.score)
+                    drifted.add_metric([*labels, feature.feature], 1.0 if feature.drifted else 0.0)
+                known = newest.get(entry.model_name)
+                if known is None or entry.created_at > known:
+                    newest[entry.model_name] = entry.created_at
+            for model, created_at in sorted(newest.items()):
+                # Computed now, not cached: the age must keep growing when reports stop.
+                age.add_metric([model], max(0.0, (now - created_at).total_seconds()))
+        # Without samples a family is left out whole, so an unreadable index shows no
+        # HELP/TYPE lines for gauges it did not fill.
+        return [family for family in families if family.samples]
+
+    def _read(self) -> list[ReportEntry] | None:
+        """The cached entries, re-read when older than the cache; None when the read failed.
+
+        A failure is cached too, so a database that is down costs one connect attempt per
+        cache period, not one per scrape.
+        """
+        with self._lock:  # concurrent scrapes wait for one query instead of each running it
+            if time.monotonic() - self._read_at < self._cache_seconds:
+                return self._entries
+            try:
+                self._entries = self._index.latest_per_version()
+            except Exception as exc:  # a scrape must not fail because the index cannot be read
+                log.warning("drift gauges not exported: %s", exc)
+                self._entries = None
+            self._read_at = time.monotonic()
+            return self._entries
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        version = ["model", "version"]
+        feature = [*version, "feature"]
+        return (
+            GaugeMetricFamily(
+                "lifecycle_drift_share",
+                "Share of drifted features in the newest drift report, per model version.",
+                labels=version,
+            ),
+            GaugeMetricFamily(
+                "lifecycle_feature_drift_score",
+                "Stat test score of each feature in the newest drift report (a p-value or a "
+                "distance, depending on the test).",
+                labels=feature,
+            ),
+            GaugeMetricFamily(
+                "lifecycle_feature_drifted",
+                "1 when the feature drifted in the newest drift report, else 0.",
+                labels=feature,
+            ),
+            GaugeMetricFamily(
+                "lifecycle_report_age_seconds",
+                "Seconds since the newest report of the model, any version.",
+                labels=["model"],
+            ),
+            GaugeMetricFamily(
+                "lifecycle_report_interval_seconds",
+                "Seconds between scheduled reports (LIFECYCLE_REPORT_INTERVAL).",
+            ),
+            GaugeMetricFamily(
+                "lifecycle_report_index_up",
+                "1 when the report index was read at the last scrape, 0 when it could not be.",
+            ),
+        )
 
 
 class TaskMetrics:

@@ -15,15 +15,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from datetime import datetime
 from typing import Any
 
 from celery import Celery, bootsteps, current_task
 from celery.backends.database import DatabaseBackend
 from kombu.transport import sqlalchemy as kombu_sqla
 
+from lifecycle.core.errors import TrackingUnavailable
 from lifecycle.core.settings import Settings
+from lifecycle.core.store import StoreUnavailable
+from lifecycle.core.store.report_index import ReportIndexUnavailable
+from reports.window import ReportRequest
 from serving import async_scoring, batch_files
-from serving.async_scoring import TRANSIENT
+from serving.async_scoring import TRANSIENT, storable_failures
 from serving.metrics import TaskMetrics
 from serving.runtime import ModelUnavailable
 from serving.task_ids import TaskLedger
@@ -34,7 +39,14 @@ log = logging.getLogger(__name__)
 
 SCORE_TASK = "lifecycle.score"
 SCORE_FILE_TASK = "lifecycle.score_file"
-TASKS = (SCORE_TASK, SCORE_FILE_TASK)
+REPORT_TASK = "lifecycle.report"
+TASKS = (SCORE_TASK, SCORE_FILE_TASK, REPORT_TASK)
+# A report retries only what may pass: the tracking server, the store or the index being down.
+REPORT_TRANSIENT: tuple[type[Exception], ...] = (
+    TrackingUnavailable,
+    StoreUnavailable,
+    ReportIndexUnavailable,
+)
 POOLS = ("threads", "solo", "prefork")
 
 
@@ -159,6 +171,28 @@ def _register_tasks(app: LifecycleCelery, settings: Settings) -> None:
         task_id = str(self.request.id)
         runtime = app.runtime_cell.get()
         return batch_files.score_file(runtime, task_id, input_path, output_path, source)
+
+    @app.task(name=REPORT_TASK, track_started=True, **{**retry, "autoretry_for": REPORT_TRANSIENT})
+    def report(
+        self: Any,
+        model: str | None = None,
+        version: str | None = None,
+        last: int | None = None,
+        since: str | None = None,
+    ) -> dict[str, Any]:
+        # Evidently and the report code load on the first report, not when the API starts.
+        from reports.runner import run_report
+
+        with storable_failures(str(self.request.id)):
+            # `since` arrives resolved to a time by the API: the window is the one asked for,
+            # however long the task waited in the queue.
+            request = ReportRequest(
+                model_name=model,
+                version=version,
+                last=last,
+                since=datetime.fromisoformat(since) if since else None,
+            )
+            return run_report(settings, request).to_json()
 
 
 class RuntimeStep(bootsteps.StartStopStep):

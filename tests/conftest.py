@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# MLflow's telemetry thread sets and unsets an environment variable while test code copies
+# os.environ for a subprocess (a KeyError mid-copy), and this machine has no internet to send
+# it to. Set before MLflow is imported.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path

@@ -19,7 +19,7 @@ from lifecycle.core.options import echo, load_settings
 
 
 class LifecycleGroup(LazyLayersGroup):
-    layers = ("training.cli", "registry.cli", "serving.cli")
+    layers = ("training.cli", "registry.cli", "serving.cli", "reports.cli")
 
 
 app = typer.Typer(

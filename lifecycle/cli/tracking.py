@@ -26,4 +26,6 @@ def server_command(settings: Settings) -> list[str]:
         settings.tracking_host,
         "--port",
         str(settings.tracking_port),
+        "--workers",
+        str(settings.tracking_workers),
     ]

@@ -98,6 +98,12 @@ def up(settings: Settings, echo: Echo) -> int:
         supervisor.start("api", [sys.executable, "-m", "lifecycle", "serve"], env)
         # The same command as production; with no broker_url it uses the embedded transport.
         supervisor.start("worker", [sys.executable, "-m", "lifecycle", "worker"], env)
+        # The embedded mode's report schedule (docs/monitoring.md): a window with no
+        # predictions yet is one skipped line in the reports log, tried again next time.
+        every = f"{settings.report_interval:g}"
+        supervisor.start(
+            "reports", [sys.executable, "-m", "lifecycle", "drift", "--every", every], env
+        )
         # Ready means a model is loaded, so the URLs printed below answer predictions at
         # once; without a Production version the API can only be live.
         api = settings.resolved_api_url()
@@ -107,6 +113,11 @@ def up(settings: Settings, echo: Echo) -> int:
         echo(f"  MLflow UI and registry   {uri}")
         echo(f"  scoring API              {settings.resolved_api_url()}  (docs: /docs)")
         echo(f"  async worker             broker {_safe_url(settings.resolved_broker_url())}")
+        echo(
+            f"  drift reports            {api}/reports  (every {settings.report_interval:g}s; "
+            f"newest: /reports/latest, its HTML: /reports/{{id}}.html; MLflow experiment "
+            f"'{settings.monitoring_experiment}')"
+        )
         if settings.worker_metrics_port:
             metrics = f"http://{settings.worker_metrics_host}:{settings.worker_metrics_port}"
             echo(f"  worker metrics           {metrics}/metrics")

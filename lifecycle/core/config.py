@@ -72,6 +72,19 @@ class TrainingConfig(_Strict):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
 
 
+class DriftConfig(_Strict):
+    """How drift reports decide (conf/drift.yaml); names are Evidently's stat tests."""
+
+    drift_share: float = Field(0.5, gt=0, le=1)
+    summary: bool = False
+    num_method: str | None = None
+    cat_method: str | None = None
+    num_threshold: float | None = Field(None, gt=0)
+    cat_threshold: float | None = Field(None, gt=0)
+    per_feature_method: dict[str, str] = Field(default_factory=dict)
+    per_feature_threshold: dict[str, float] = Field(default_factory=dict)
+
+
 def _load_yaml(path: Path) -> Any:
     try:
         with path.open() as fh:
@@ -104,3 +117,7 @@ def load_training(conf_dir: Path) -> TrainingConfig:
 
 def load_gates(conf_dir: Path) -> GatesConfig:
     return _validate(GatesConfig, conf_dir / "gates.yaml")
+
+
+def load_drift(conf_dir: Path) -> DriftConfig:
+    return _validate(DriftConfig, conf_dir / "drift.yaml")

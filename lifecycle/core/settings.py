@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     )
     tracking_host: str = Field("127.0.0.1", description="Host `lifecycle tracking` binds.")
     tracking_port: int = Field(5000, description="Port `lifecycle tracking` binds.")
+    tracking_workers: int = Field(
+        2,
+        ge=1,
+        description="Worker processes of `lifecycle tracking` (MLflow's default, 4, doubles "
+        "the start-up time and memory of the embedded stack on a small machine).",
+    )
     backend_store_uri: str | None = Field(
         None,
         description="MLflow backend store for `lifecycle tracking` (SQLAlchemy URL, e.g. "
@@ -170,6 +176,35 @@ class Settings(BaseSettings):
         description="Queue receiving malformed plain-AMQP messages with the reason.",
     )
 
+    # Drift and quality reports (reports/); how they decide: conf/drift.yaml.
+    report_last: int = Field(
+        5_000, ge=1, description="Predictions in a report's window when none is given (--last)."
+    )
+    report_sample_rows: int = Field(
+        50_000,
+        ge=100,
+        description="Most predictions of a window a report reads: a larger window is read as "
+        "a uniform random sample of this many rows, drawn in the database.",
+    )
+    report_reference_rows: int = Field(
+        50_000,
+        ge=100,
+        description="Most training rows of a version used as the reference (sampled once, "
+        "cached per version).",
+    )
+    report_min_rows: int = Field(
+        30, ge=1, description="Fewest predictions a window must hold for a drift report."
+    )
+    report_interval: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds between the reports `lifecycle up` runs; the API exports it and "
+        "an alert fires when the latest report is older than twice this.",
+    )
+    monitoring_experiment: str = Field(
+        "lifecycle-monitoring", description="MLflow experiment holding one run per report."
+    )
+
     actor: str | None = Field(
         None,
         validation_alias=AliasChoices("LIFECYCLE_ACTOR", "USER"),
@@ -206,6 +241,10 @@ class Settings(BaseSettings):
 
     def resolved_batch_dir(self) -> Path:
         return (self.batch_dir or self.resolved_data_dir() / "batch").expanduser().resolve()
+
+    def resolved_reports_dir(self) -> Path:
+        """Local cache of reference profiles (one folder per model version)."""
+        return self.resolved_data_dir() / "reports"
 
     def resolved_spool_dir(self) -> Path:
         spool = self.prediction_spool_dir

@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lifecycle.core.settings import Settings
 from lifecycle.core.store import PredictionStore
-from serving.api import errors, routes, routes_admin, routes_async, routes_ops
+from lifecycle.core.store.report_index import ReportIndex
+from serving.api import errors, routes, routes_admin, routes_async, routes_ops, routes_reports
 from serving.api.deps import Services
 from serving.api.models import TASK_ID_PATTERN
 from serving.api.startup import Drain, ProcessState, load_before_serving
@@ -40,20 +41,26 @@ def create_app(
     reconciler: Reconciler | None = None,
     metrics: Metrics | None = None,
     celery: LifecycleCelery | None = None,
+    reports: ReportIndex | None = None,
 ) -> FastAPI:
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    metrics = metrics or Metrics()
+    # Connects on first use (a /reports request or a scrape), not here.
+    reports = reports or ReportIndex(settings.resolved_database_url())
+    metrics.watch_reports(reports, settings.report_interval)
     services = Services(
         settings=settings,
         holder=holder,
         reconciler=reconciler,
         store=store,
-        metrics=metrics or Metrics(),
+        metrics=metrics,
         verifier=(
             WebhookVerifier(secret, SqlDeliveryLog(settings.resolved_database_url()))
             if secret
             else None
         ),
         celery=celery,
+        reports=reports,
     )
 
     process = ProcessState()
@@ -77,6 +84,7 @@ def create_app(
             if store is not None:
                 store.flush(5.0)
                 store.stop()
+            services.reports.dispose()
 
     app = FastAPI(
         title="Lifecycle scoring API",
@@ -91,6 +99,7 @@ def create_app(
     app.include_router(routes_ops.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_async.router)
+    app.include_router(routes_reports.router)
     app.add_middleware(RequestContext, metrics=services.metrics, process=process)
     return app
 

@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.settings import Settings
 from lifecycle.core.store import PredictionStore
+from lifecycle.core.store.report_index import ReportIndex
 from serving.metrics import Metrics
 from serving.runtime import ModelHolder, Reconciler
 from serving.validation import MAX_BODY_SETTING, PayloadTooLarge, UnsupportedMediaType, loads
@@ -34,6 +35,7 @@ class Services:
     metrics: Metrics
     verifier: WebhookVerifier | None
     celery: LifecycleCelery | None
+    reports: ReportIndex
 
 
 class AsyncDisabled(LifecycleError):
@@ -71,11 +73,16 @@ async def get_celery(services: Svc) -> LifecycleCelery:
     return services.celery
 
 
+async def get_reports(services: Svc) -> ReportIndex:
+    return services.reports
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 StoreDep = Annotated[PredictionStore | None, Depends(get_store)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 CeleryDep = Annotated[LifecycleCelery, Depends(get_celery)]
+ReportsDep = Annotated[ReportIndex, Depends(get_reports)]
 
 
 async def require_admin(request: Request, settings: SettingsDep) -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -20,7 +21,9 @@ from pydantic import (
     StrictStr,
     ValidationError,
     ValidatorFunctionWrapHandler,
+    WithJsonSchema,
     WrapValidator,
+    field_serializer,
 )
 from pydantic_core import PydanticCustomError
 
@@ -202,3 +205,103 @@ class ReloadAnswer(BaseModel):
 
 class WebhookAnswer(BaseModel):
     status: Literal["accepted", "ignored"]
+
+
+# Report ids, model names and versions reach the database as parameters: control characters
+# (a NUL the driver refuses) are a 422 here, not a failed query.
+REPORT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+ModelName = Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=PRINTABLE_PATTERN)]
+VersionName = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=PRINTABLE_PATTERN)]
+
+
+class ReportFeature(BaseModel):
+    """One feature's line of a drift report."""
+
+    feature: str
+    kind: str
+    test: str = Field(description="Evidently's drift test for this feature.")
+    score: float
+    threshold: float
+    drifted: bool
+
+
+class Report(BaseModel):
+    """A drift/quality report as the index keeps it (`ReportEntry.to_json`)."""
+
+    id: str
+    created_at: datetime
+    model_name: str
+    model_version: str = Field(description="The version the window was compared with.")
+    window: dict[str, Any] = Field(description="What was asked and what the window held.")
+    rows: int
+    sampled_rows: int
+    reference_rows: int
+    labelled_rows: int
+    drift_share: float
+    drifted_features: list[str]
+    verdict: Literal["drift", "no_drift"]
+    features: list[ReportFeature]
+    quality: dict[str, Any] | None = Field(
+        None, description="Per version: live figures from feedback and the training run's."
+    )
+    run_id: str | None = Field(None, description="The MLflow run holding the full report.")
+    artifacts: dict[str, str] = Field(description="Artifact name → MLflow artifact URI.")
+
+    @field_serializer("created_at")
+    def _iso(self, value: datetime) -> str:
+        # As `ReportEntry.to_json` writes it (+00:00, not Z): the API, the CLI's --json and the
+        # task result spell one report the same way.
+        return value.isoformat()
+
+
+class ReportList(BaseModel):
+    reports: list[Report] = Field(description="Newest first.")
+
+
+def _whole_float_as_int(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# JSON Schema's integer includes 300.0; a string or a bool stays refused.
+_integral = BeforeValidator(_whole_float_as_int)
+
+
+# What `reports.window.parse_since` reads, as the document can say it: a bounded duration (so
+# "now minus it" is a date) or a date-time. The route parses it and answers 422 naming `since`.
+SINCE_DURATION_PATTERN = r"^\s*\d{1,5}(\.\d{1,3})?\s*[smhdw]\s*$"
+_since_schema = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string", "pattern": SINCE_DURATION_PATTERN},
+            {"type": "string", "format": "date-time"},
+        ]
+    }
+)
+
+
+class ReportTaskRequest(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"model": "iris-classifier", "since": "2h"}]}
+    )
+
+    model: ModelName | None = Field(None, description="Registered model; null: the served one.")
+    version: VersionName | None = Field(
+        None, description="One version's predictions; null: every version in the window."
+    )
+    # Bounded so the window's LIMIT stays a number the database takes.
+    last: Annotated[StrictInt, Field(ge=1, le=1_000_000_000), _integral] | None = Field(
+        None, description="The last N predictions; null: LIFECYCLE_REPORT_LAST."
+    )
+    since: Annotated[StrictStr, _since_schema] | None = Field(
+        None,
+        description="A duration back from now (90s, 30m, 2h, 7d, 1w) or an ISO 8601 time "
+        "(UTC when it names no zone).",
+    )
+
+
+class ReportAccepted(BaseModel):
+    task_id: str
+    kind: Literal["report"]
+    status: Literal["pending"]
+    status_url: str

@@ -15,10 +15,10 @@ from serving.webhooks import Forbidden, is_alias_event
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["registry"])
-_ADMIN_ERRORS = schemas.error_responses(
+ADMIN_ERRORS = schemas.error_responses(
     {401: "No admin token", 403: "Wrong admin token, or admin endpoints disabled"}
 )
-_ADMIN_ERRORS[401]["headers"] = {
+ADMIN_ERRORS[401]["headers"] = {
     "WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}
 }
 
@@ -27,7 +27,7 @@ _ADMIN_ERRORS[401]["headers"] = {
     "/reload_model",
     summary="Reconcile with the registry now (admin token)",
     dependencies=[Admin],
-    responses=_ADMIN_ERRORS,
+    responses=ADMIN_ERRORS,
 )
 async def reload_model(services: Svc) -> ReloadAnswer:
     reconciler = services.reconciler

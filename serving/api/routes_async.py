@@ -76,7 +76,7 @@ def _accepted(response: Response, task_id: str, kind: Literal["predict", "batch"
     )
 
 
-async def _send(client: LifecycleCelery, name: str, task_id: str, **kwargs: Any) -> None:
+async def send_task(client: LifecycleCelery, name: str, task_id: str, **kwargs: Any) -> None:
     def send() -> None:
         client.send_task(
             name,
@@ -120,7 +120,7 @@ async def predict_async(
         # Bad input is refused now with a 4xx, not discovered later as a failed task.
         validation.parse_predict(body, model.schema, settings.max_batch_rows)
     task_id: str = request.state.request_id
-    await _send(client, SCORE_TASK, task_id, args=[task_id, body, "async"])
+    await send_task(client, SCORE_TASK, task_id, args=[task_id, body, "async"])
     return _accepted(response, task_id, "predict")
 
 
@@ -165,7 +165,7 @@ async def batch(
             f"content type must be application/json (a path) or one of "
             f"{', '.join(_UPLOAD_TYPES)} (the file), got '{ctype or 'none'}'"
         )
-    await _send(client, SCORE_FILE_TASK, task_id, args=[input_path, output_path, "batch"])
+    await send_task(client, SCORE_FILE_TASK, task_id, args=[input_path, output_path, "batch"])
     return _accepted(response, task_id, "batch")
 
 

@@ -107,7 +107,8 @@ async def prometheus_metrics(holder: HolderDep, store: StoreDep, metrics: Metric
             await run_in_threadpool(metrics.refresh_feedback, current.name, store.feedback_stats)
         except Exception as exc:  # a scrape must not fail because the database is down
             log.warning("feedback metrics not refreshed: %s", exc)
-    return Response(metrics.render(), media_type=CONTENT_TYPE)
+    # render() may read the report index (drift gauges): off the event loop.
+    return Response(await run_in_threadpool(metrics.render), media_type=CONTENT_TYPE)
 
 
 @router.post(

@@ -25,7 +25,9 @@ def test_up_serves_rest_and_async_then_stops_cleanly(tmp_path: Path) -> None:
     home = tmp_path / "home"
     # lifecycle_up's environment carries no LIFECYCLE_BROKER_URL: the default is embedded.
     # `up` refuses a taken port, so the worker's metrics port is a free one too.
-    with lifecycle_up(home, LIFECYCLE_WORKER_METRICS_PORT=str(free_port())) as up:
+    # A short report schedule, so the scheduled report shows within the test.
+    env = {"LIFECYCLE_WORKER_METRICS_PORT": str(free_port()), "LIFECYCLE_REPORT_INTERVAL": "3"}
+    with lifecycle_up(home, **env) as up:
         mlflow_url = up.urls["MLflow UI and registry"]
         api = up.urls["scoring API"]
         assert "broker sqla+sqlite:///" in up.text()
@@ -51,6 +53,19 @@ def test_up_serves_rest_and_async_then_stops_cleanly(tmp_path: Path) -> None:
             assert done["result"]["label"] == "setosa"
             assert done["result"]["model"]["version"] == "1"
             assert time.monotonic() - started < 90
+
+            # The report schedule `up` runs: once the window holds enough predictions, a
+            # report is indexed and served by the API.
+            assert up.urls["drift reports"] == f"{api}/reports"
+            rows = [[5.1 + i % 7 / 10, 3.5, 1.4 + i % 5 / 10, 0.2] for i in range(40)]
+            assert http.post("/predict", json={"instances": rows}).status_code == 200
+            deadline = time.monotonic() + 120
+            while (latest := http.get("/reports/latest")).status_code == 404:
+                assert time.monotonic() < deadline, up.text()
+                time.sleep(1)
+            assert latest.status_code == 200, latest.text
+            assert latest.json()["model_name"] == "iris-classifier"
+            assert latest.json()["rows"] >= 30
         assert (home / "broker.db").is_file()
     assert up.process.returncode == 0, up.text()
     assert "stopping" in up.text()

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,8 +31,10 @@ from tests.support.api import (
     IRIS_ROW,
     Api,
     LoadLoop,
+    assert_schemathesis_passed,
     metric_value,
     register_broken_version,
+    run_schemathesis,
     serve_api,
     wait_version,
 )
@@ -428,43 +428,16 @@ FIXED_SHAPE = (
     "/model",
     "/metrics",
 )
-# /batch's file uploads need raw-byte serializers for text/csv and Parquet (see the file).
-HOOKS = Path(__file__).parents[1] / "support" / "schemathesis_hooks.py"
 
 
 def _schemathesis(
     api: Api, report_dir: Path, *options: str, config: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    head = ["--config-file", str(config)] if config else []
-    return subprocess.run(
-        [
-            str(Path(sys.executable).with_name("schemathesis")),
-            *head,
-            "run",
-            f"{api.url}/openapi.json",
-            *options,
-            "--max-examples",
-            "40",
-            "--seed",
-            "4",
-            "--request-timeout",
-            "10",
-            "--header",
-            f"Authorization: Bearer {ADMIN}",
-            "--report-dir",
-            str(report_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)},
-    )
+    return run_schemathesis(api.url, report_dir, ADMIN, *options, config=config)
 
 
 def _passed(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert re.search(r"\d+ passed", result.stdout), result.stdout[-4000:]
-    assert not re.search(r"\d+ (failed|errored)", result.stdout), result.stdout[-4000:]
+    assert_schemathesis_passed(result)
 
 
 def test_schemathesis_finds_no_server_error(stage_api: Api, tmp_path: Path) -> None:

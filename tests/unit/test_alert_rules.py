@@ -8,6 +8,7 @@ this module runs them and checks that no rule is left out.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections import defaultdict
@@ -15,6 +16,7 @@ from collections import defaultdict
 import pytest
 import yaml
 
+from lifecycle.core.config import load_drift
 from lifecycle.core.settings import PROJECT_ROOT
 from tests.support.services import REQUIRE_ENV
 
@@ -55,3 +57,17 @@ def test_every_alert_rule_is_tested_firing_and_not_firing() -> None:
     missing = {a: {"fires", "silent"} - cases[a] for a in alerts if cases[a] != {"fires", "silent"}}
     assert not missing, f"alert rules without a firing and a silent promtool case: {missing}"
     assert set(cases) <= alerts, f"tests name unknown alerts: {set(cases) - alerts}"
+
+
+def test_drift_alert_threshold_is_the_drift_share_of_conf_drift_yaml() -> None:
+    # The report's verdict and the alert must agree on what "drift" means.
+    rules = yaml.safe_load((CONF / "alerts.yml").read_text())
+    (expr,) = [
+        r["expr"]
+        for g in rules["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "LifecycleDriftDetected"
+    ]
+    found = re.findall(r"lifecycle_drift_share\s*>=\s*([0-9.]+)", expr)
+    assert len(found) == 1, f"no single `lifecycle_drift_share >= N` in {expr!r}"
+    assert float(found[0]) == load_drift(CONF).drift_share

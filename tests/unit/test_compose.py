@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -81,3 +82,27 @@ def test_lifecycle_services_run_existing_cli_commands(rendered: dict[str, Any]) 
         assert command[0] == "lifecycle"
         result = run_cli(*command[1:2], "--help", env=cli_env())
         assert result.returncode == 0, f"{command}: {result.stderr}"
+
+
+def test_grafana_dashboard_is_consistent() -> None:
+    # Grafana loads a broken or overlapping dashboard silently wrong, so check what it cannot.
+    dashboard = json.loads((PROJECT_ROOT / "conf/grafana/dashboards/lifecycle.json").read_text())
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, f"{panel['title']} is wider than the grid"
+        taken = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
+        assert not taken & cells, f"{panel['title']} overlaps another panel"
+        cells |= taken
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}
+            assert panel["targets"] and all(t["expr"] for t in panel["targets"])
+    titles = [p["title"] for p in panels if p["type"] == "row"]
+    assert "Drift" in titles

@@ -403,3 +403,43 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         reader.window(MODEL, last=-1)
     with pytest.raises(ValueError, match="percentiles"):
         reader.latency_percentiles(MODEL, percentiles=[1.5])
+
+
+def test_count_matches_the_window(reader: PredictionReader) -> None:
+    assert reader.count(MODEL) == 30
+    assert reader.count(MODEL, last=5) == 5
+    assert reader.count(MODEL, last=500) == 30
+    assert reader.count(MODEL, version="2") == 13
+    assert reader.count(MODEL, since=_at(20)) == len(reader.window(MODEL, since=_at(20)))
+    assert reader.count("no-such-model") == 0
+
+
+def test_sample_reads_part_of_a_large_window_and_all_of_a_small_one(
+    database_url: str, tmp_path: Path
+) -> None:
+    store = PredictionStore(database_url, tmp_path / "spool")
+    try:
+        records = [
+            dataclasses.replace(make_record(i, request_id=f"s{i:04d}"), created_at=_at(i))
+            for i in range(2000)
+        ]
+        assert store.write(records) == 2000
+    finally:
+        store.stop(timeout=2)
+    reader = PredictionReader(database_url)
+    try:
+        # A window within the sample size is read whole, in order.
+        assert reader.window(MODEL, last=300, sample=300)["request_id"].tolist() == [
+            f"s{i:04d}" for i in range(1700, 2000)
+        ]
+        # Larger: about `sample` rows, all from inside the window, spread over all of it.
+        sampled = reader.window(MODEL, sample=400)
+        assert 300 < len(sampled) < 500
+        numbers = sorted(int(r[1:]) for r in sampled["request_id"])
+        assert numbers[0] < 100 and numbers[-1] > 1900
+        last = reader.window(MODEL, last=1000, sample=200)
+        assert 130 < len(last) < 270
+        assert all(int(r[1:]) >= 1000 for r in last["request_id"])
+        assert last["created_at"].is_monotonic_increasing
+    finally:
+        reader.dispose()

@@ -88,6 +88,30 @@ def window(dialect: str, where: list[sa.ColumnElement[bool]], last: int | None) 
     return _newest_first(stmt.where(*where), last)
 
 
+def count(where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+    return sa.select(sa.func.count()).select_from(predictions).where(*where)
+
+
+def nth_newest(where: list[sa.ColumnElement[bool]], n: int) -> sa.Select[Any]:
+    """created_at of the n-th newest row (n >= 1): where a `last n` window starts."""
+    return (
+        sa.select(_p.created_at)
+        .where(*where)
+        .order_by(_p.created_at.desc(), _p.request_id.desc())
+        .offset(n - 1)
+        .limit(1)
+    )
+
+
+def sampled(dialect: str, fraction: float) -> sa.ColumnElement[bool]:
+    """True for about `fraction` of the rows, drawn independently per row by the database."""
+    if dialect == "postgresql":
+        return sa.func.random() < fraction
+    # SQLite's random() is a signed 64-bit integer.
+    scale = 1 << 30
+    return sa.func.abs(sa.func.random() % scale) < int(fraction * scale)
+
+
 def labelled(dialect: str, where: list[sa.ColumnElement[bool]], last: int | None) -> sa.Select[Any]:
     """frames.LABELLED_COLUMNS, then the features JSON text; only rows with feedback."""
     stmt = sa.select(

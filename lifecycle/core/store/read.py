@@ -91,16 +91,61 @@ class PredictionReader:
         since: datetime | None = None,
         until: datetime | None = None,
         source: str | None = None,
+        sample: int | None = None,
+        total: int | None = None,
     ) -> pd.DataFrame:
         """One model's predictions, oldest first: the `last` N rows, and/or those created in
         [since, until). Fixed columns (WINDOW_COLUMNS; `feedback` is the feedback label or
-        None), then one column per feature in name order; numeric features are float64."""
+        None), then one column per feature in name order; numeric features are float64.
+
+        With `sample`, a window of more rows than that is read as a uniform random sample of
+        about `sample` rows, drawn in the database (the rest never leaves it). `total`, when
+        the caller has just counted the window (`count`), saves counting it again."""
         _check_last(last)
         where = filters(model_name, version=version, source=source, since=since, until=until)
+        if sample is not None:
+            where, last = self._sampled(where, last, sample, total)
         rows = self._rows(queries.window(self._dialect, where, last))
         return predictions_frame(
             rows, WINDOW_COLUMNS, reverse=last is not None, json_text=("prediction",)
         )
+
+    def count(self, model_name: str, **window: Unpack[WindowFilter]) -> int:
+        """How many predictions `window` would return (without sampling)."""
+        last = window.get("last")
+        _check_last(last)
+        where = filters(
+            model_name,
+            version=window.get("version"),
+            source=window.get("source"),
+            since=window.get("since"),
+            until=window.get("until"),
+        )
+        rows = self._rows(queries.count(where))
+        total = int(rows[0][0]) if rows else 0
+        return total if last is None else min(total, last)
+
+    def _sampled(
+        self,
+        where: list[sa.ColumnElement[bool]],
+        last: int | None,
+        sample: int,
+        total: int | None,
+    ) -> tuple[list[sa.ColumnElement[bool]], int | None]:
+        if sample < 1:
+            raise ValueError(f"sample must be >= 1, not {sample}")
+        if total is None:
+            rows = self._rows(queries.count(where))
+            total = int(rows[0][0]) if rows else 0
+            if last is not None:
+                total = min(total, last)
+        if total <= sample:
+            return where, last
+        if last is not None:
+            # The last N rows are those since the N-th newest: a time bound the sample can use.
+            start = self._rows(queries.nth_newest(where, last))[0][0]
+            where = [*where, predictions.c.created_at >= start]
+        return [*where, queries.sampled(self._dialect, sample / total)], None
 
     def window_arrow(self, model_name: str, **window: Unpack[WindowFilter]) -> pa.Table:
         """`window` as an Arrow table (a prediction column of mixed types becomes JSON text)."""
