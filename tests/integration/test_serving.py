@@ -441,7 +441,11 @@ def _passed(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def test_schemathesis_finds_no_server_error(stage_api: Api, tmp_path: Path) -> None:
-    _passed(_schemathesis(stage_api, tmp_path, "--checks", "not_a_server_error"))
+    # /reports is fuzzed by test_reports_api against an index whose artifacts live on that
+    # API's tracking server; this module's API follows another tracking server, where the
+    # session's shared index names artifacts that do not exist (a 503 by design).
+    checks = ("--checks", "not_a_server_error", "--exclude-path-regex", "^/reports")
+    _passed(_schemathesis(stage_api, tmp_path, *checks))
 
 
 def _contract_config(request_id: str, classes: list[object]) -> str:
