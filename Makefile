@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # `mlflow run --env-manager local` resolves `python` through PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: up test lint unit bench venv clean
+.PHONY: up test lint unit bench screenshots venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.async_bench --write-docs $(ASYNC_BENCH_ARGS)
 	$(BIN)/python -m benchmarks.drift_bench --write-docs $(DRIFT_BENCH_ARGS)
+	$(BIN)/python -m benchmarks.history_bench --write-docs $(HISTORY_BENCH_ARGS)
+
+# The README's UI screenshots (docs/images/): `lifecycle up` in a temporary directory, some
+# traffic and a report, then headless Chromium (Debian's `chromium` package).
+screenshots: $(STAMP)
+	$(BIN)/python -m scripts.screenshots
 
 clean:
 	rm -rf $(VENV) .lifecycle .mypy_cache .ruff_cache .pytest_cache

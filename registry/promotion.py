@@ -74,6 +74,37 @@ def promote(
         return _apply(ctx, name, str(version), target, reason or "", force, action)
 
 
+@dataclass(frozen=True)
+class GateCheck:
+    """What `promote` would decide now, without the lock and without changing anything."""
+
+    name: str
+    version: str
+    stage: Stage
+    gates: list[GateResult]
+
+    @property
+    def passed(self) -> bool:
+        return not any(r.blocking for r in self.gates)
+
+
+def check_gates(
+    settings: Settings, name: str, version: str | int, stage: str = PRODUCTION
+) -> GateCheck:
+    """The gates `promote(settings, name, version, stage)` would run, evaluated now.
+
+    No lock is taken: the answer is advice, and a promotion re-reads the registry and runs
+    the gates again under the lock. A stage that is not gated runs no gates.
+    """
+    target = normalize_stage(stage)
+    config = load_gates(settings.conf_dir)
+    client = mlflow_gateway.connect(settings)
+    candidate = mlflow_gateway.get_version(client, name, version)
+    ctx = _Context(settings, client, config)
+    gates = _gates(ctx, name, candidate, skip_quality=False) if target in GATED else []
+    return GateCheck(name, str(version), target, gates)
+
+
 def rollback(settings: Settings, name: str, reason: str | None = None) -> PromotionResult:
     """Return Production to the version the current one replaced.
 
@@ -130,17 +161,7 @@ def _apply(
 
     results: list[GateResult] = []
     if stage in GATED:
-        production = _newest(
-            [
-                v
-                for v in mlflow_gateway.versions_in_stage(client, name, PRODUCTION)
-                if v.version != version
-            ]
-        )
-        results = enforce(
-            run_gates(ctx.config, name, candidate, production),
-            skip_quality=force or action == "rollback",
-        )
+        results = _gates(ctx, name, candidate, skip_quality=force or action == "rollback")
         blocking = [r for r in results if r.blocking]
         if blocking:
             summary = "; ".join(f"{r.name}: {r.detail}" for r in blocking)
@@ -178,6 +199,20 @@ def _apply(
         True,
         entry.promoted_at,
     )
+
+
+def _gates(
+    ctx: _Context, name: str, candidate: ModelVersion, skip_quality: bool
+) -> list[GateResult]:
+    """The gates a move of `candidate` into a gated stage runs, against Production."""
+    production = _newest(
+        [
+            v
+            for v in mlflow_gateway.versions_in_stage(ctx.client, name, PRODUCTION)
+            if v.version != candidate.version
+        ]
+    )
+    return enforce(run_gates(ctx.config, name, candidate, production), skip_quality=skip_quality)
 
 
 def _archive_stragglers(client: MlflowClient, name: str, stage: Stage, keep: str) -> None:

@@ -1,5 +1,10 @@
-"""Live quality from feedback: Evidently's ClassificationPreset on the window's predictions
-that received a label, per version, beside the held-out scores of the version's training run.
+"""Live quality from feedback, per version, beside the held-out scores of its training run.
+
+The figures are scikit-learn's (macro averages over every label seen, predicted or fed
+back), the same numbers as the `lifecycle_feedback_*` gauges and `/predictions/stats`;
+Evidently's ClassificationPreset draws the page. Evidently reads any two-label window as a
+binary task whose positive class is the integer 1, which a window of string labels does not
+hold: such a window names its positive class explicitly.
 """
 
 from __future__ import annotations
@@ -12,12 +17,12 @@ import pandas as pd
 
 from reports.drift import evidently_quiet
 
-# Evidently metric -> the name training records the held-out figure under (macro averages).
+# Our name -> the name training records the held-out figure under (macro averages).
 _FIGURES = {
-    "Accuracy": ("accuracy", "accuracy"),
-    "Precision": ("precision", "precision_macro"),
-    "Recall": ("recall", "recall_macro"),
-    "F1Score": ("f1", "f1_macro"),
+    "accuracy": "accuracy",
+    "precision": "precision_macro",
+    "recall": "recall_macro",
+    "f1": "f1_macro",
 }
 
 
@@ -43,7 +48,7 @@ def assess(labelled: pd.DataFrame, heldout: dict[str, dict[str, float]]) -> Qual
             "confusion": _confusion(rows),
             "heldout": {
                 name: heldout.get(key, {}).get(recorded)
-                for name, recorded in _FIGURES.values()
+                for name, recorded in _FIGURES.items()
                 if recorded in heldout.get(key, {})
             },
         }
@@ -53,28 +58,44 @@ def assess(labelled: pd.DataFrame, heldout: dict[str, dict[str, float]]) -> Qual
 
 
 def _classification(rows: pd.DataFrame) -> tuple[dict[str, float], str, dict[str, Any]]:
-    from evidently import DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently import (
+        BinaryClassification,
+        DataDefinition,
+        Dataset,
+        MulticlassClassification,
+        Report,
+    )
     from evidently.presets import ClassificationPreset
 
     frame = pd.DataFrame(
         {"label": rows["label"].astype(str).to_numpy(), "actual": rows["actual"].astype(str)}
     )
-    definition = DataDefinition(
-        categorical_columns=["label", "actual"],
-        classification=[MulticlassClassification(target="actual", prediction_labels="label")],
-    )
+    labels = sorted(set(frame["label"]) | set(frame["actual"]))
+    task: BinaryClassification | MulticlassClassification
+    if len(labels) == 2:
+        task = BinaryClassification(target="actual", prediction_labels="label", pos_label=labels[1])
+    else:
+        task = MulticlassClassification(target="actual", prediction_labels="label")
+    definition = DataDefinition(categorical_columns=["label", "actual"], classification=[task])
     with evidently_quiet():
         snapshot = Report([ClassificationPreset()]).run(
             Dataset.from_pandas(frame, data_definition=definition), None
         )
         html = snapshot.get_html_str(as_iframe=False)
         document = json.loads(snapshot.json())
-    figures: dict[str, float] = {}
-    for metric in document.get("metrics", []):
-        kind = str(metric.get("config", {}).get("type", "")).rsplit(":", 1)[-1]
-        if kind in _FIGURES and isinstance(metric.get("value"), int | float):
-            figures[_FIGURES[kind][0]] = float(metric["value"])
-    return figures, html, document
+    return _figures(frame["actual"], frame["label"], labels), html, document
+
+
+def _figures(actual: pd.Series, predicted: pd.Series, labels: list[str]) -> dict[str, float]:
+    from sklearn import metrics
+
+    macro: dict[str, Any] = {"labels": labels, "average": "macro", "zero_division": 0}
+    return {
+        "accuracy": float(metrics.accuracy_score(actual, predicted)),
+        "precision": float(metrics.precision_score(actual, predicted, **macro)),
+        "recall": float(metrics.recall_score(actual, predicted, **macro)),
+        "f1": float(metrics.f1_score(actual, predicted, **macro)),
+    }
 
 
 def _confusion(rows: pd.DataFrame) -> dict[str, dict[str, int]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,10 @@ from serving.wiring import Runtime
 log = logging.getLogger(__name__)
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# The Celery state a running file task reports after each chunk, with {"rows": n}.
+PROGRESS_STATE = "PROGRESS"
+
+Progress = Callable[[int], None]
 
 
 def file_format(path: Path) -> str:
@@ -48,20 +52,27 @@ def score_file(
     input_path: str,
     output_path: str | None = None,
     source: str = "batch",
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Score a CSV or Parquet file chunk by chunk into a file of the same type.
 
     The output holds the input rows plus request_id, prediction, label, probability and
     model_version. It is written to `<output>.partial` and renamed at the end, so a reader never
     sees half a file, and a redelivered task simply starts again. One model snapshot scores the
-    whole file, so every row names the same version.
+    whole file, so every row names the same version. `progress` hears the rows done after
+    each chunk is stored and written.
     """
     with storable_failures(task_id):
-        return _score_file(runtime, task_id, input_path, output_path, source)
+        return _score_file(runtime, task_id, input_path, output_path, source, progress)
 
 
 def _score_file(
-    runtime: Runtime, task_id: str, input_path: str, output_path: str | None, source: str
+    runtime: Runtime,
+    task_id: str,
+    input_path: str,
+    output_path: str | None,
+    source: str,
+    progress: Progress | None,
 ) -> dict[str, Any]:
     source_path = Path(input_path).expanduser()
     fmt = file_format(source_path)
@@ -81,6 +92,8 @@ def _score_file(
             out = score_frame(runtime, model, frame, task_id, n, source)
             writer.write(out)
             n += len(frame)
+            if progress is not None:
+                progress(n)
         writer.close()
     except BaseException:
         writer.close()
@@ -101,6 +114,14 @@ def _score_file(
         "seconds": round(seconds, 3),
         "model": model.describe(),
     }
+
+
+def progress_rows(state: str, meta: Any) -> int | None:
+    """The rows a running file task has reported, from its Celery state and metadata."""
+    if state != PROGRESS_STATE or not isinstance(meta, dict):
+        return None
+    rows = meta.get("rows")
+    return rows if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0 else None
 
 
 def score_frame(

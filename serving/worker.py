@@ -170,7 +170,18 @@ def _register_tasks(app: LifecycleCelery, settings: Settings) -> None:
     ) -> dict[str, Any]:
         task_id = str(self.request.id)
         runtime = app.runtime_cell.get()
-        return batch_files.score_file(runtime, task_id, input_path, output_path, source)
+
+        def progress(rows: int) -> None:
+            # One result-backend write per chunk; GET /tasks/{id} answers it as progress.
+            # Progress is advice: a write that fails must not fail (or retry) the file.
+            try:
+                self.update_state(state=batch_files.PROGRESS_STATE, meta={"rows": rows})
+            except Exception as exc:  # the backend's transport-specific errors
+                log.warning("batch %s: progress not recorded: %s", task_id, exc)
+
+        return batch_files.score_file(
+            runtime, task_id, input_path, output_path, source, progress=progress
+        )
 
     @app.task(name=REPORT_TASK, track_started=True, **{**retry, "autoretry_for": REPORT_TRANSIENT})
     def report(

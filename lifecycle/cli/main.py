@@ -1,9 +1,9 @@
 """The `lifecycle` command: every layer's verbs in one CLI, plus `tracking` and `up`.
 
-Each top-level folder owns its verbs (`training/cli.py`, `registry/cli.py`, `serving/cli.py`);
-this root merges them (loaded on first use, see `lifecycle.cli.root`) and adds the two verbs
-that compose the layers. Settings are read by each command at its entry, once, and passed
-down.
+Each top-level folder owns its verbs (`training/cli.py`, `registry/cli.py`, `serving/cli.py`,
+`reports/cli.py`, `ui/cli.py`); this root merges them (loaded on first use, see
+`lifecycle.cli.root`) and adds the two verbs that compose the layers. Settings are read by
+each command at its entry, once, and passed down.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from lifecycle.core.options import echo, load_settings
 
 
 class LifecycleGroup(LazyLayersGroup):
-    layers = ("training.cli", "registry.cli", "serving.cli", "reports.cli")
+    layers = ("training.cli", "registry.cli", "serving.cli", "reports.cli", "ui.cli")
 
 
 app = typer.Typer(
@@ -37,6 +37,9 @@ def tracking() -> None:
     from lifecycle.cli.tracking import server_command
 
     cmd = server_command(load_settings())
+    # MLflow's job runner serves features Lifecycle does not use, and stopping it adds
+    # seconds to every shutdown; a user who wants it sets the variable.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(cmd[0], cmd)
 
 

@@ -50,6 +50,7 @@ def planned_ports(settings: Settings) -> list[PlannedPort]:
     ports.append(
         PlannedPort(settings.api_host, settings.api_port, "scoring API", "LIFECYCLE_API_PORT")
     )
+    ports.append(PlannedPort(settings.ui_host, settings.ui_port, "UI", "LIFECYCLE_UI_PORT"))
     if settings.worker_metrics_port:
         ports.append(
             PlannedPort(

@@ -104,12 +104,16 @@ def up(settings: Settings, echo: Echo) -> int:
         supervisor.start(
             "reports", [sys.executable, "-m", "lifecycle", "drift", "--every", every], env
         )
+        supervisor.start("ui", [sys.executable, "-m", "lifecycle", "ui"], env)
         # Ready means a model is loaded, so the URLs printed below answer predictions at
         # once; without a Production version the API can only be live.
         api = settings.resolved_api_url()
         _wait_http(supervisor, f"{api}/ready" if serving else f"{api}/health")
+        ui = f"http://{settings.ui_host}:{settings.ui_port}"
+        _wait_http(supervisor, f"{ui}/_stcore/health")
         echo("")
         echo("Lifecycle is up:")
+        echo(f"  Lifecycle UI             {ui}")
         echo(f"  MLflow UI and registry   {uri}")
         echo(f"  scoring API              {settings.resolved_api_url()}  (docs: /docs)")
         echo(f"  async worker             broker {_safe_url(settings.resolved_broker_url())}")

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Host `lifecycle serve` binds.")
     api_port: int = Field(8000, description="Port `lifecycle serve` binds.")
     api_workers: int = Field(1, ge=1, description="uvicorn worker processes of `lifecycle serve`.")
+    api_url: str | None = Field(
+        None,
+        description="URL the UI and pipelines reach the API at; default: http://api_host:api_port.",
+    )
     startup_model_timeout: float = Field(
         60.0,
         ge=0,
@@ -161,6 +165,11 @@ class Settings(BaseSettings):
         description="Port of the worker's Prometheus /metrics (threads and solo pools); "
         "0 turns it off.",
     )
+    worker_metrics_url: str | None = Field(
+        None,
+        description="URL the UI reads the worker's served model from; default: "
+        "http://worker_metrics_host:worker_metrics_port/metrics (none when the port is 0).",
+    )
     amqp_consumer: bool = Field(
         True,
         description="Run the plain-AMQP consumer in `lifecycle worker` when broker_url is amqp://.",
@@ -205,6 +214,26 @@ class Settings(BaseSettings):
         "lifecycle-monitoring", description="MLflow experiment holding one run per report."
     )
 
+    # The Streamlit app (ui/).
+    ui_host: str = Field("127.0.0.1", description="Host `lifecycle ui` binds.")
+    ui_port: int = Field(8501, ge=1, le=65535, description="Port `lifecycle ui` binds.")
+    grafana_url: str | None = Field(
+        None, description="Grafana the UI links to (compose runs one on :3000); none: no link."
+    )
+    public_api_url: str | None = Field(
+        None,
+        description="The API's address as a browser reaches it, for the UI's links; "
+        "default: the API URL.",
+    )
+    public_mlflow_url: str | None = Field(
+        None,
+        description="MLflow's address as a browser reaches it, for the UI's links; "
+        "default: the tracking URI.",
+    )
+    ui_timeout: float = Field(
+        10.0, gt=0, description="Seconds the UI waits for one API or MLflow call."
+    )
+
     actor: str | None = Field(
         None,
         validation_alias=AliasChoices("LIFECYCLE_ACTOR", "USER"),
@@ -212,7 +241,20 @@ class Settings(BaseSettings):
     )
 
     def resolved_api_url(self) -> str:
-        return f"http://{self.api_host}:{self.api_port}"
+        return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    def resolved_public_api_url(self) -> str:
+        return (self.public_api_url or self.resolved_api_url()).rstrip("/")
+
+    def resolved_public_mlflow_url(self) -> str:
+        return (self.public_mlflow_url or self.resolved_tracking_uri()).rstrip("/")
+
+    def resolved_worker_metrics_url(self) -> str | None:
+        if self.worker_metrics_url:
+            return self.worker_metrics_url
+        if not self.worker_metrics_port:
+            return None
+        return f"http://{self.worker_metrics_host}:{self.worker_metrics_port}/metrics"
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()

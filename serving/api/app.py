@@ -17,9 +17,18 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lifecycle.core.settings import Settings
-from lifecycle.core.store import PredictionStore
+from lifecycle.core.store import PredictionReader, PredictionStore
 from lifecycle.core.store.report_index import ReportIndex
-from serving.api import errors, routes, routes_admin, routes_async, routes_ops, routes_reports
+from serving.api import (
+    errors,
+    routes,
+    routes_admin,
+    routes_async,
+    routes_history,
+    routes_ops,
+    routes_registry,
+    routes_reports,
+)
 from serving.api.deps import Services
 from serving.api.models import TASK_ID_PATTERN
 from serving.api.startup import Drain, ProcessState, load_before_serving
@@ -42,12 +51,15 @@ def create_app(
     metrics: Metrics | None = None,
     celery: LifecycleCelery | None = None,
     reports: ReportIndex | None = None,
+    predictions: PredictionReader | None = None,
 ) -> FastAPI:
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
     metrics = metrics or Metrics()
     # Connects on first use (a /reports request or a scrape), not here.
     reports = reports or ReportIndex(settings.resolved_database_url())
     metrics.watch_reports(reports, settings.report_interval)
+    # The history endpoints' reader: its own engine (no writes), also connected on first use.
+    predictions = predictions or PredictionReader(settings.resolved_database_url())
     services = Services(
         settings=settings,
         holder=holder,
@@ -61,6 +73,7 @@ def create_app(
         ),
         celery=celery,
         reports=reports,
+        predictions=predictions,
     )
 
     process = ProcessState()
@@ -85,6 +98,7 @@ def create_app(
                 store.flush(5.0)
                 store.stop()
             services.reports.dispose()
+            services.predictions.dispose()
 
     app = FastAPI(
         title="Lifecycle scoring API",
@@ -100,6 +114,8 @@ def create_app(
     app.include_router(routes_admin.router)
     app.include_router(routes_async.router)
     app.include_router(routes_reports.router)
+    app.include_router(routes_history.router)
+    app.include_router(routes_registry.router)
     app.add_middleware(RequestContext, metrics=services.metrics, process=process)
     return app
 

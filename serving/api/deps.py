@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope
 
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.settings import Settings
-from lifecycle.core.store import PredictionStore
+from lifecycle.core.store import PredictionReader, PredictionStore
 from lifecycle.core.store.report_index import ReportIndex
 from serving.metrics import Metrics
 from serving.runtime import ModelHolder, Reconciler
@@ -36,6 +36,7 @@ class Services:
     verifier: WebhookVerifier | None
     celery: LifecycleCelery | None
     reports: ReportIndex
+    predictions: PredictionReader
 
 
 class AsyncDisabled(LifecycleError):
@@ -77,12 +78,17 @@ async def get_reports(services: Svc) -> ReportIndex:
     return services.reports
 
 
+async def get_predictions(services: Svc) -> PredictionReader:
+    return services.predictions
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 StoreDep = Annotated[PredictionStore | None, Depends(get_store)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 CeleryDep = Annotated[LifecycleCelery, Depends(get_celery)]
 ReportsDep = Annotated[ReportIndex, Depends(get_reports)]
+PredictionsDep = Annotated[PredictionReader, Depends(get_predictions)]
 
 
 async def require_admin(request: Request, settings: SettingsDep) -> None:

@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -27,6 +28,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from lifecycle.core.config import Stage
+from registry.stages import GATED, PRODUCTION
 from serving.batch_files import FORMATS
 
 # Request ids double as task ids, so one rule serves the X-Request-Id header and /tasks/{id}.
@@ -186,6 +189,10 @@ class TaskAccepted(BaseModel):
 TaskState = Literal["pending", "started", "success", "failure"]
 
 
+class TaskProgress(BaseModel):
+    rows: int = Field(description="Rows scored, stored and written so far.")
+
+
 class TaskStatus(BaseModel):
     task_id: str
     status: TaskState
@@ -193,6 +200,9 @@ class TaskStatus(BaseModel):
     result: dict[str, Any] | None = Field(None, description="Only when status is success.")
     error: str | None = Field(None, description="Only when status is failure.")
     retrying: str | None = Field(None, description="Why the task is being retried, if it is.")
+    progress: TaskProgress | None = Field(
+        None, description="Only while a batch file task runs: how far it has got."
+    )
 
 
 class ReloadAnswer(BaseModel):
@@ -305,3 +315,198 @@ class ReportAccepted(BaseModel):
     kind: Literal["report"]
     status: Literal["pending"]
     status_url: str
+
+
+# -- registry: gated promotion and rollback (routes_registry) ------------------------------
+
+# Any letter case, as the CLI takes it; the route receives the stage's own spelling.
+STAGE_PATTERN = "^(" + "|".join(_any_case(stage) for stage in GATED) + ")$"
+_REASON_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+
+def _gated_stage(value: Any) -> Stage:
+    if isinstance(value, str):
+        for stage in GATED:
+            if value.lower() == stage.lower():
+                return stage
+    # Worded as the CLI words it. Only short printable text is echoed: anything else (a lone
+    # surrogate) may be text no JSON answer can carry.
+    shown = f" '{value}'" if isinstance(value, str) and _echoable(value) else ""
+    raise PydanticCustomError(
+        "invalid_stage",
+        "invalid stage{shown}; expected one of {stages}",
+        {"shown": shown, "stages": ", ".join(GATED)},
+    )
+
+
+def _echoable(text: str) -> bool:
+    return len(text) <= 40 and text.isprintable() and text.isascii()
+
+
+GatedStage = Annotated[
+    str,
+    PlainValidator(_gated_stage),
+    WithJsonSchema({"type": "string", "pattern": STAGE_PATTERN, "default": PRODUCTION}),
+]
+Reason = Annotated[
+    StrictStr,
+    Field(max_length=1000, pattern=_REASON_PATTERN),
+    _worded("expected text of at most 1000 characters, without control characters"),
+]
+
+
+class GateCheckRequest(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "iris-classifier", "version": "2"}]}
+    )
+
+    name: ModelName = Field(description="Registered model.")
+    version: VersionName = Field(description="The candidate version.")
+    stage: GatedStage = Field(PRODUCTION, description="Production or Staging (any case).")
+
+
+class PromoteRequest(GateCheckRequest):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "iris-classifier", "version": "2", "reason": "retrained"}]
+        }
+    )
+
+    reason: Reason | None = Field(None, description="Recorded in the version's audit tags.")
+    force: StrictBool = Field(
+        False, description="Record the quality and minimum gates without enforcing them."
+    )
+
+
+class RollbackRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "iris-classifier"}]})
+
+    name: ModelName = Field(description="Registered model.")
+    reason: Reason | None = Field(None, description="Recorded in the version's audit tags.")
+
+
+class GateOut(BaseModel):
+    name: str = Field(description="quality, signature, loads or minimum.")
+    passed: bool
+    enforced: bool = Field(description="False: recorded only (a forced promotion, a rollback).")
+    numbers: dict[str, Any] = Field(description="What the gate decided on.")
+    detail: str
+
+
+class GateCheckOut(BaseModel):
+    name: str
+    version: str
+    stage: str
+    passed: bool = Field(description="No enforced gate refuses: a promotion now would proceed.")
+    gates: list[GateOut]
+
+
+class PromotionOut(BaseModel):
+    action: Literal["promote", "rollback"]
+    name: str
+    version: str = Field(description="The version now in the stage.")
+    stage: str
+    alias: str | None = Field(description="The alias that follows the stage, if configured.")
+    previous_version: str | None = Field(description="The version it replaced, if any.")
+    changed: bool = Field(description="False: the version was already there; aliases checked.")
+    forced: bool
+    gates: list[GateOut]
+
+
+class GateRefusal(ErrorBody):
+    gates: list[GateOut] = Field(description="Every gate's result, the refusing ones included.")
+
+
+# -- history: the prediction log and this process's swaps (routes_history) -----------------
+
+Source = Literal["rest", "async", "batch"]
+
+
+class StoredPrediction(BaseModel):
+    """One logged prediction, as the prediction store keeps it."""
+
+    request_id: str
+    created_at: datetime
+    source: str
+    model_version: str
+    run_id: str | None
+    features: dict[str, Any] = Field(description="The input row, by feature name.")
+    prediction: Any = Field(description="The model's raw output for the row.")
+    label: str | None = Field(description="The predicted class label.")
+    probabilities: dict[str, float | None] | None
+    latency_ms: float | None
+    feedback: str | None = Field(description="The feedback label, if any was sent.")
+
+
+class PredictionPage(BaseModel):
+    predictions: list[StoredPrediction] = Field(description="Newest first.")
+    next: str | None = Field(
+        description="Pass as `before` for the next (older) page; null on the last page."
+    )
+
+
+class VolumeBucket(BaseModel):
+    bucket: datetime = Field(description="Start of the bucket (UTC).")
+    model_version: str
+    count: int
+
+
+class ClassCount(BaseModel):
+    model_version: str
+    label: str | None
+    count: int
+
+
+class LatencyPercentiles(BaseModel):
+    model_version: str
+    n: int
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+
+
+class VersionQuality(BaseModel):
+    model_version: str
+    n: int = Field(description="Labelled predictions that received feedback.")
+    correct: int = Field(description="Of those, the ones whose feedback label was predicted.")
+    accuracy: float = Field(description="correct / n.")
+    precision: float = Field(
+        description="Macro precision: per label seen predicted or as feedback, correct / "
+        "predicted (0 if never predicted), averaged: lifecycle_feedback_precision's formula."
+    )
+
+
+class PredictionStats(BaseModel):
+    """Aggregates over [since, until), grouped in the database."""
+
+    model: str
+    since: datetime
+    until: datetime
+    bucket_seconds: int
+    volume: list[VolumeBucket] = Field(description="Non-empty buckets only, oldest first.")
+    classes: list[ClassCount]
+    latency: list[LatencyPercentiles] = Field(
+        description="Milliseconds. PostgreSQL: from a log-scale histogram, within 1 % of the "
+        "exact percentile; SQLite: exact."
+    )
+    quality: list[VersionQuality]
+    read_at: datetime
+
+
+class SwapRecord(BaseModel):
+    """A swap (`load_seconds` set) or a failed swap (`reason` set)."""
+
+    kind: Literal["swap", "failure"]
+    name: str
+    version: str
+    at: datetime
+    run_id: str | None = None
+    load_seconds: float | None = Field(None, description="Download, load and smoke test.")
+    previous_version: str | None = None
+    reason: str | None = None
+
+
+class ModelHistory(BaseModel):
+    pid: int = Field(description="The process that answered: each worker keeps its own.")
+    swaps: list[SwapRecord] = Field(description="Newest first; the last 100 of this process.")

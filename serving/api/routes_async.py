@@ -1,4 +1,5 @@
-"""Async scoring over REST: `POST /predict/async`, `POST /batch` and `GET /tasks/{id}`.
+"""Async scoring over REST: `POST /predict/async`, `POST /batch`, `GET /tasks/{id}` and
+`GET /batch/{id}/output` (the scored file).
 
 The request id becomes the task id, so it is known before the task is sent: a redelivered task
 stores its predictions under the same ids (the store skips them), and the client can look the
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 
 from lifecycle.core.errors import LifecycleError, NotFound
 from lifecycle.core.settings import Settings
@@ -23,10 +25,13 @@ from serving.api.models import (
     TASK_ID_PATTERN,
     BatchPathRequest,
     TaskAccepted,
+    TaskProgress,
     TaskState,
     TaskStatus,
 )
 from serving.async_scoring import plain_json, printable
+from serving.batch_files import progress_rows
+from serving.batch_output import task_output
 from serving.worker import SCORE_FILE_TASK, SCORE_TASK, LifecycleCelery
 
 router = APIRouter(tags=["async"])
@@ -195,29 +200,19 @@ async def _save_upload(request: Request, settings: Settings, task_id: str, suffi
     return str(target)
 
 
-@router.get(
-    "/tasks/{task_id}",
-    summary="State of an async task: pending, started, success (with result) or failure",
-    response_model_exclude_unset=True,  # result, error and retrying only when they apply
-    responses=schemas.error_responses(
-        {
-            404: "No task was ever sent with this id",
-            422: "Not a task id",
-            503: "Async scoring not configured, or the result backend is unavailable",
-        }
+TaskId = Annotated[
+    str,
+    Path(
+        pattern=TASK_ID_PATTERN,
+        max_length=64,
+        description="The task id: the request id /predict/async or /batch answered.",
     ),
-)
-async def task_status(
-    task_id: Annotated[
-        str,
-        Path(
-            pattern=TASK_ID_PATTERN,
-            max_length=64,
-            description="The task id: the request id /predict/async or /batch answered.",
-        ),
-    ],
-    client: CeleryDep,
-) -> TaskStatus:
+]
+
+
+async def _read_task(client: LifecycleCelery, task_id: str) -> tuple[str, Any]:
+    """Celery's state and result (or metadata) for a task this API sent, or NotFound."""
+
     def read() -> tuple[str, Any]:
         result = client.AsyncResult(task_id)
         state, value = str(result.state), result.result
@@ -228,13 +223,34 @@ async def task_status(
         return state, value
 
     try:
-        state, value = await run_in_threadpool(read)
+        return await run_in_threadpool(read)
     except LifecycleError:
         raise
     except Exception as exc:
         raise BrokerUnavailable(f"result backend unavailable: {type(exc).__name__}: {exc}") from exc
-    # A custom state (a task's own update_state) means it is running.
-    status = _STATES.get(state, "started")
+
+
+def _status(state: str) -> TaskState:
+    # A custom state (a task's own update_state, such as PROGRESS) means it is running.
+    return _STATES.get(state, "started")
+
+
+@router.get(
+    "/tasks/{task_id}",
+    summary="State of an async task: pending, started (with progress), success (with result) "
+    "or failure",
+    response_model_exclude_unset=True,  # result, error, retrying, progress when they apply
+    responses=schemas.error_responses(
+        {
+            404: "No task was ever sent with this id",
+            422: "Not a task id",
+            503: "Async scoring not configured, or the result backend is unavailable",
+        }
+    ),
+)
+async def task_status(task_id: TaskId, client: CeleryDep) -> TaskStatus:
+    state, value = await _read_task(client, task_id)
+    status = _status(state)
     details: dict[str, Any] = {}
     if status == "success":
         details["result"] = plain_json(value)
@@ -242,7 +258,45 @@ async def task_status(
         details["error"] = _error(value)
     elif state == "RETRY" and isinstance(value, BaseException):
         details["retrying"] = _error(value)
+    elif (rows := progress_rows(state, value)) is not None:
+        details["progress"] = TaskProgress(rows=rows)
     return TaskStatus(task_id=task_id, status=status, state=state, **details)
+
+
+_FILE = {"type": "string", "format": "binary"}
+
+
+@router.get(
+    "/batch/{task_id}/output",
+    summary="The scored file of a finished /batch task (CSV or Parquet, as an attachment)",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The scored file: the input rows plus request_id, prediction, label, "
+            "probability and model_version",
+            "content": {
+                "text/csv": {"schema": _FILE},
+                "application/vnd.apache.parquet": {"schema": _FILE},
+            },
+        },
+        **schemas.error_responses(
+            {
+                404: "No such task, not finished, failed, or no output file the API serves",
+                422: "Not a task id",
+                503: "Async scoring not configured, or the result backend is unavailable",
+            }
+        ),
+    },
+)
+async def batch_output(task_id: TaskId, settings: SettingsDep, client: CeleryDep) -> FileResponse:
+    state, value = await _read_task(client, task_id)
+    status = _status(state)
+    if status == "failure":
+        raise NotFound(f"task {task_id} failed: it has no output")
+    if status != "success":
+        raise NotFound(f"task {task_id} has not finished (it is {status}): no output yet")
+    found = await run_in_threadpool(task_output, task_id, value, settings.resolved_batch_dir())
+    return FileResponse(found.path, media_type=found.media_type, filename=found.filename)
 
 
 def _error(value: Any) -> str:

@@ -40,7 +40,6 @@ from serving.api.deps import (
     validated,
 )
 from serving.api.models import (
-    PRINTABLE_PATTERN,
     REPORT_ID_PATTERN,
     SINCE_DURATION_PATTERN,
     Report,
@@ -48,6 +47,7 @@ from serving.api.models import (
     ReportList,
     ReportTaskRequest,
 )
+from serving.api.params import AnyModelQuery, ServedModelQuery, model_version
 
 # Shared with /reload_model and /predict/async, so the admin refusal and the way a task is
 # sent (ledger first, broker errors as 503) stay one contract.
@@ -87,10 +87,6 @@ class InvalidReportRequest(LifecycleError):
 ReportId = Annotated[
     str, PathParam(pattern=REPORT_ID_PATTERN, description="The report id (GET /reports).")
 ]
-ModelQuery = Annotated[
-    str | None,
-    Query(max_length=255, pattern=PRINTABLE_PATTERN, description="Registered model name."),
-]
 _DURATION = re.compile(r"\s*\d+(\.\d+)?\s*[smhdw]\s*")
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 _INDEX_DOWN = {503: "The report index (application database) is unavailable"}
@@ -103,11 +99,8 @@ _INDEX_DOWN = {503: "The report index (application database) is unavailable"}
 )
 async def list_reports(
     index: ReportsDep,
-    model: ModelQuery = None,
-    version: Annotated[
-        str | None,
-        Query(max_length=64, pattern=PRINTABLE_PATTERN, description="Compared model version."),
-    ] = None,
+    model: AnyModelQuery = None,
+    version: Annotated[str | None, model_version("Compared model version.")] = None,
     verdict: Literal["drift", "no_drift"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ReportList:
@@ -124,7 +117,9 @@ async def list_reports(
         {404: "No report for this model yet", 422: "Not a model name", **_INDEX_DOWN}
     ),
 )
-async def latest_report(index: ReportsDep, holder: HolderDep, model: ModelQuery = None) -> Report:
+async def latest_report(
+    index: ReportsDep, holder: HolderDep, model: ServedModelQuery = None
+) -> Report:
     name = model or holder.target.name
     entry = await run_in_threadpool(index.latest, name)
     if entry is None:

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.settings import Settings
+from serving.runtime.history import SwapHistory
 from serving.runtime.loader import LoadedModel, load_version
 from serving.runtime.probe import (
     MlflowRegistryProbe,
@@ -92,6 +93,8 @@ class ModelHolder:
         # while a new version is pending or refused (the snapshot is then "stale").
         self.target_version: str | None = None
         self.stale = False
+        # Recorded here, not through the observer: every holder has one, however composed.
+        self.history = SwapHistory()
 
     @classmethod
     def from_settings(cls, settings: Settings, observer: SwapObserver | None = None) -> ModelHolder:
@@ -209,6 +212,7 @@ class ModelHolder:
             self._failure = _Failure(ref.version, time.monotonic() + delay, attempts)
             self.last_error = f"{ref.name} v{ref.version} failed to load: {reason}"
             log.warning("%s; keeping %s; retry in %.0fs", self.last_error, _name(current), delay)
+            self.history.swap_failed(ref.name, ref.version, reason)
             if self._observer is not None:
                 self._observer.swap_failed(ref.name, ref.version, reason)
             return Outcome("failed", ref.version, self.last_error)
@@ -224,6 +228,7 @@ class ModelHolder:
             getattr(loaded.predictor, "path", loaded.flavor),
             seconds,
         )
+        self.history.swapped(loaded, current, seconds)
         if self._observer is not None:
             self._observer.swapped(loaded, current, seconds)
         return Outcome("loaded", ref.version)

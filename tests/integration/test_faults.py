@@ -35,7 +35,13 @@ from tests.support.api import (
     serve_api,
     wait_version,
 )
-from tests.support.services import free_port, stop_process_group, temp_database, wait_http
+from tests.support.services import (
+    TRACKING_SERVER_ENV,
+    free_port,
+    stop_process_group,
+    temp_database,
+    wait_http,
+)
 from training.train import TrainRequest, train
 
 pytestmark = pytest.mark.postgres
@@ -63,6 +69,7 @@ class Registry:
             "LIFECYCLE_ARTIFACTS_DESTINATION": str(self.workdir / "artifacts"),
             "LIFECYCLE_TRACKING_PORT": str(self.port),
             "LIFECYCLE_DATA_DIR": str(self.workdir),
+            **TRACKING_SERVER_ENV,
         }
         env.pop("MLFLOW_TRACKING_URI", None)
         with (self.workdir / "mlflow-server.log").open("ab") as out:

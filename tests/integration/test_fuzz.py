@@ -1,10 +1,10 @@
 """Property: no input gives a 5xx, no accepted task stays pending or started, the API lives.
 
-Against the real stack (API, worker, RabbitMQ, MLflow on PostgreSQL) plus a second API process
-on the same broker and database that has an admin token and a webhook secret, so the admin and
-webhook routes are reached past their auth as well as refused by it. Bodies are JSON text
-written by `json.dumps` (ASCII): lone surrogates travel as `\\udXXX` escapes (raw UTF-8 cannot
-carry them), NaN and Infinity as their non-standard tokens, 10**400 as its digits.
+Against the session's shared stack (API, worker, RabbitMQ, MLflow on PostgreSQL), whose API has
+an admin token and a webhook secret, so the admin and webhook routes are reached past their
+auth as well as refused by it. Bodies are JSON text written by `json.dumps` (ASCII): lone
+surrogates travel as `\\udXXX` escapes (raw UTF-8 cannot carry them), NaN and Infinity as
+their non-standard tokens, 10**400 as its digits.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serving.webhooks import sign
-from tests.support.api import IRIS_ROW, Api, serve_api
-from tests.support.stack import FEATURES, Stack
+from tests.support.api import IRIS_ROW
+from tests.support.stack import ADMIN_TOKEN, FEATURES, WEBHOOK_SECRET, Stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
-ADMIN = "fuzz-admin-token"
-SECRET = "fuzz-webhook-secret"
 EXTREMES = [1e308, -1e308, 5e-324, -5e-324, 10**400, -(10**400), math.nan, math.inf, -math.inf]
 
 _surrogates = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
@@ -90,7 +87,7 @@ class Call:
 def _post(path: str, body: str, json_type: bool, token: bool) -> Call:
     headers = {"content-type": "application/json" if json_type else "text/csv"}
     if token:
-        headers["authorization"] = f"Bearer {ADMIN}"
+        headers["authorization"] = f"Bearer {ADMIN_TOKEN}"
     return Call("POST", path, body, headers)
 
 
@@ -102,7 +99,7 @@ def _webhook(body: str, signed: bool) -> Call:
             {
                 "x-mlflow-delivery-id": delivery,
                 "x-mlflow-timestamp": stamp,
-                "x-mlflow-signature": sign(SECRET, delivery, stamp, body),
+                "x-mlflow-signature": sign(WEBHOOK_SECRET, delivery, stamp, body),
             }
         )
     return Call("POST", "/webhooks/mlflow", body, headers)
@@ -120,13 +117,6 @@ calls = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
-def admin_api(stack: Stack) -> Iterator[Api]:
-    env = {**stack.env, "LIFECYCLE_ADMIN_TOKEN": ADMIN, "LIFECYCLE_WEBHOOK_SECRET": SECRET}
-    with serve_api(env, stack.workdir / "admin-api") as api:
-        yield api
-
-
 def _send(client: httpx.Client, call: Call) -> httpx.Response:
     path = httpx.URL(client.base_url).copy_with(raw_path=_quoted(call.path).encode())
     # ASCII by construction (json.dumps escapes), or a lone surrogate sent as bytes it can be.
@@ -140,19 +130,19 @@ def _quoted(path: str) -> str:
     return "".join(chr(b) if b in safe else f"%{b:02X}" for b in raw)
 
 
-def test_no_input_gives_a_server_error_or_a_stuck_task(stack: Stack, admin_api: Api) -> None:
+def test_no_input_gives_a_server_error_or_a_stuck_task(shared_stack: Stack) -> None:
     accepted: list[str] = []
     started = time.monotonic()
-    apis = [httpx.Client(base_url=url, timeout=30) for url in (stack.api.url, admin_api.url)]
+    client = shared_stack.client()
 
     @settings(
         max_examples=800,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(call=calls, which=st.integers(0, 1))
-    def no_server_error(call: Call, which: int) -> None:
-        response = _send(apis[which], call)
+    @given(call=calls)
+    def no_server_error(call: Call) -> None:
+        response = _send(client, call)
         assert response.status_code < 500, (call, response.status_code, response.text[:500])
         if call.path.startswith("/tasks/never-sent-"):
             assert response.status_code == 404, (call.path, response.text[:500])
@@ -161,13 +151,11 @@ def test_no_input_gives_a_server_error_or_a_stuck_task(stack: Stack, admin_api: 
 
     try:
         no_server_error()
-        for client in apis:
-            assert client.get("/health").status_code == 200
-            assert client.post("/predict", json={"features": IRIS_ROW}).status_code == 200
-        _all_finished(apis[0], accepted)
+        assert client.get("/health").status_code == 200
+        assert client.post("/predict", json={"features": IRIS_ROW}).status_code == 200
+        _all_finished(client, accepted)
     finally:
-        for client in apis:
-            client.close()
+        client.close()
     assert time.monotonic() - started < 120
 
 

@@ -1,7 +1,8 @@
 """Regressions: inputs that once gave a 5xx, a silent wrong answer or a task stuck forever.
 
-One module-wide stack (API, worker, RabbitMQ vhost, MLflow on PostgreSQL, iris v1). Each test
-is one bug found by hand; each failed before its fix.
+The session's shared stack (API, worker, RabbitMQ vhost, MLflow on PostgreSQL, iris v1); every
+check reads back only its own request ids. Each test is one bug found by hand; each failed
+before its fix.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 # Finite, so the validator takes it; the model's probabilities overflow to NaN.
 HUGE = [1e308, 1e308, 1e308, 1e308]
 NOT_FINITE = "the model's output is not a finite number"
+
+
+@pytest.fixture(scope="module")
+def stack(shared_stack: Stack) -> Stack:
+    return shared_stack
 
 
 def _settled(stack: Stack, client: httpx.Client) -> None:
@@ -96,6 +102,8 @@ def test_overflowing_amqp_message_is_dead_lettered_with_the_reason(stack: Stack)
     with Connection(stack.broker) as conn:
         channel = conn.channel()
         dead(channel).declare()
+        # The vhost is shared: a letter another module left there is not this test's.
+        dead(channel).purge()
         Queue("prediction_requests", durable=True)(channel).declare()
         Producer(channel).publish(
             json.dumps({"request_id": request_id, "features": HUGE}),

@@ -1,10 +1,11 @@
 """The report endpoints against the real stack: the index on PostgreSQL, artifacts on the real
 MLflow server, `POST /reports` through RabbitMQ to `lifecycle worker`.
 
-One module-wide stack (API without an admin token, worker, iris v1 in Production) plus a second
-API with an admin token on the same broker and database. Index entries are added with
-`ReportIndex.add` under model names of their own, so other modules' reports never match.
-Tests run in file order: the real report (last but one) reads predictions the API stored.
+The session's shared stack (API with the admin token, worker, iris v1 in Production): reports
+of its model are made only here. Index entries are added with `ReportIndex.add` under model
+names of their own, so other modules' reports never match. Tests run in file order: the real
+report (last but one) reads predictions the API stored. The API without a token refusing
+`POST /reports` is tests/unit/test_scoring_app.py's.
 """
 
 from __future__ import annotations
@@ -15,21 +16,22 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import mlflow
 import pytest
 import sqlalchemy as sa
 
 from lifecycle.core.store.report_index import FeatureDrift, ReportEntry, ReportIndex
-from tests.support.api import Api, assert_schemathesis_passed, run_schemathesis, serve_api
+from tests.support.api import assert_schemathesis_passed, run_schemathesis, serve_api
 from tests.support.services import TrackingServer, temp_database
 from tests.support.stack import FEATURES, Stack, iris_frame
 from tests.support.worker import rabbit_vhost, wait_task
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
-ADMIN = "reports-admin-token"
-BEARER = {"Authorization": f"Bearer {ADMIN}"}
+
+@pytest.fixture(scope="module")
+def stack(shared_stack: Stack) -> Stack:
+    return shared_stack
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +39,6 @@ def index(app_database_url: str) -> Iterator[ReportIndex]:
     reports = ReportIndex(app_database_url)
     yield reports
     reports.dispose()
-
-
-@pytest.fixture(scope="module")
-def admin_api(stack: Stack) -> Iterator[Api]:
-    env = {**stack.env, "LIFECYCLE_ADMIN_TOKEN": ADMIN}
-    with serve_api(env, stack.workdir / "admin-api") as api:
-        yield api
 
 
 def _entry(
@@ -196,10 +191,8 @@ def test_html_is_fetched_from_the_tracking_server(
         engine.dispose()
 
 
-def test_post_reports_needs_the_admin_token(stack: Stack, admin_api: Api) -> None:
-    disabled = httpx.post(f"{stack.api.url}/reports", headers=BEARER)
-    assert disabled.status_code == 403 and "LIFECYCLE_ADMIN_TOKEN" in disabled.json()["detail"]
-    with httpx.Client(base_url=admin_api.url, timeout=30) as client:
+def test_post_reports_needs_the_admin_token(stack: Stack) -> None:
+    with stack.client() as client:
         anonymous = client.post("/reports", json={})
         assert anonymous.status_code == 401
         assert anonymous.headers["www-authenticate"] == "Bearer"
@@ -213,18 +206,16 @@ def test_post_reports_needs_the_admin_token(stack: Stack, admin_api: Api) -> Non
             ({"model": 3}, "model"),
             ({"window": "2h"}, "window"),
         ]:
-            refused = client.post("/reports", json=body, headers=BEARER)
+            refused = client.post("/reports", json=body, headers=stack.admin_headers())
             assert refused.status_code == 422, (body, refused.text)
             assert refused.json()["detail"].startswith(f"{field}: "), refused.text
-        not_json = client.post("/reports", content="last=5", headers=BEARER)
+        not_json = client.post("/reports", content="last=5", headers=stack.admin_headers())
         assert not_json.status_code == 415
 
 
-def test_post_reports_queues_a_task_that_fails_for_an_unknown_version(
-    stack: Stack, admin_api: Api
-) -> None:
-    with httpx.Client(base_url=admin_api.url, timeout=30) as client:
-        response = client.post("/reports", json={"version": "987"}, headers=BEARER)
+def test_post_reports_queues_a_task_that_fails_for_an_unknown_version(stack: Stack) -> None:
+    with stack.client() as client:
+        response = client.post("/reports", json={"version": "987"}, headers=stack.admin_headers())
         assert response.status_code == 202, response.text
         answer = response.json()
         task_id = answer["task_id"]
@@ -242,7 +233,7 @@ def test_post_reports_queues_a_task_that_fails_for_an_unknown_version(
     assert "\n" not in failed["error"]
 
 
-def test_a_real_report_on_served_predictions_is_the_latest(stack: Stack, admin_api: Api) -> None:
+def test_a_real_report_on_served_predictions_is_the_latest(stack: Stack) -> None:
     rows = iris_frame(300, seed=7).to_numpy().tolist()
     marker = f"reports-{uuid.uuid4().hex[:8]}"
     with stack.client() as client:
@@ -251,8 +242,9 @@ def test_a_real_report_on_served_predictions_is_the_latest(stack: Stack, admin_a
             headers = {"X-Request-Id": f"{marker}-{start}"}
             assert client.post("/predict", json=batch, headers=headers).status_code == 200
     _wait_stored(stack, f"{marker}-%", len(rows))
-    with httpx.Client(base_url=admin_api.url, timeout=30) as client:
-        response = client.post("/reports", json={"last": 300, "since": "1h"}, headers=BEARER)
+    with stack.client() as client:
+        body = {"last": 300, "since": "1h"}
+        response = client.post("/reports", json=body, headers=stack.admin_headers())
         assert response.status_code == 202, response.text
         done = wait_task(client, response.json()["task_id"], timeout=240)
         entry = done["result"]
@@ -308,13 +300,12 @@ def test_report_operations_keep_their_openapi_contract(
             **stack.env,
             "LIFECYCLE_DATABASE_URL": database,
             "LIFECYCLE_BROKER_URL": broker,
-            "LIFECYCLE_ADMIN_TOKEN": ADMIN,
         }
         with serve_api(env, tmp_path / "api") as api:
             result = run_schemathesis(
                 api.url,
                 tmp_path / "report",
-                ADMIN,
+                stack.admin_token,
                 "--include-path-regex",
                 "^/reports",
                 "--checks",

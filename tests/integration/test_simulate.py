@@ -1,5 +1,6 @@
-"""`lifecycle simulate` against a real stack: MLflow on PostgreSQL, `lifecycle serve` and
-`lifecycle worker` on a fresh RabbitMQ vhost, iris v1 in Production.
+"""`lifecycle simulate` against the session's shared stack: MLflow on PostgreSQL, `lifecycle
+serve` and `lifecycle worker` on a fresh RabbitMQ vhost, iris v1 in Production. Other modules
+send traffic to the same model, so each test reads back only the rows of its own run.
 
 Every row sent is in the prediction log under the served version; a shift moves the stored
 feature and only it; feedback at a chosen accuracy is measured back at that accuracy; async
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import mlflow
 import pandas as pd
@@ -22,6 +24,11 @@ from tests.support.cli import assert_one_line_error, cli_env, run_cli
 from tests.support.stack import FEATURES, Stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
+
+
+@pytest.fixture(scope="module")
+def stack(shared_stack: Stack) -> Stack:
+    return shared_stack
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +45,12 @@ def _request(stack: Stack, **fields: object) -> SimulationRequest:
 def _stored(reader: PredictionReader, stack: Stack, result: SimulationResult) -> pd.DataFrame:
     """The run's rows in the log, waiting for REST's queued writes to land."""
     deadline = time.monotonic() + 20
+    ids = set(result.request_ids)
     while True:
-        window = reader.window(stack.name, last=result.answered)
-        if set(window["request_id"]) == set(result.request_ids) or time.monotonic() > deadline:
-            return window
+        window = reader.window(stack.name, last=result.answered + 1000)
+        mine = window[window["request_id"].isin(ids)]
+        if set(mine["request_id"]) == ids or time.monotonic() > deadline:
+            return mine
         time.sleep(0.2)
 
 
@@ -94,13 +103,15 @@ def test_feedback_at_a_chosen_accuracy_is_measured_back(
 ) -> None:
     # The model is right on nearly every training row: 0.7 is the feedback's, not the model's.
     request = _request(stack, count=400, batch_size=25, seed=3, feedback_accuracy=0.7)
+    # Feedback on predictions made from here on: this run's, not another module's.
+    since = datetime.now(UTC)
     result = simulate(stack.settings, request)
     assert result.feedback_sent == result.answered == 400
     deadline = time.monotonic() + 10
-    quality = reader.quality(stack.name)
+    quality = reader.quality(stack.name, since=since)
     while quality["n"].sum() < 400 and time.monotonic() < deadline:
         time.sleep(0.2)
-        quality = reader.quality(stack.name)
+        quality = reader.quality(stack.name, since=since)
     (row,) = quality.itertuples(index=False)
     assert (row.model_version, row.n) == ("1", 400)
     assert row.accuracy == pytest.approx(0.7, abs=0.07)

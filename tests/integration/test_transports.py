@@ -3,8 +3,8 @@
 The same rows sent through REST `/predict`, `/invocations`, a Celery task, a plain-AMQP
 message and a CSV batch file give the same predictions, the documented ids and the same stored
 records; the same bad row gets the same message through `/predict`, a Celery task, a plain-AMQP
-message and a CSV file. One module-wide stack: MLflow on PostgreSQL, `lifecycle serve` and
-`lifecycle worker` on a fresh RabbitMQ vhost.
+message and a CSV file. The session's shared stack: MLflow on PostgreSQL, `lifecycle serve` and
+`lifecycle worker` on a fresh RabbitMQ vhost; records are read back by this module's ids.
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 BAD_ROWS = [[5.1, 3.5, 1.4, 0.2], [5.0, "abc", 1.3, 0.2]]
 BAD_MESSAGE = "row 1: feature 'sepal width (cm)' must be a number, got 'abc'"
+
+
+@pytest.fixture(scope="module")
+def stack(shared_stack: Stack) -> Stack:
+    return shared_stack
 
 
 def _amqp(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:

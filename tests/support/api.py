@@ -42,7 +42,13 @@ def serve_api(
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"api-{port}.log"
-    full = {**os.environ, "LIFECYCLE_DATA_DIR": str(workdir / "data"), **env}
+    full = {
+        **os.environ,
+        "LIFECYCLE_DATA_DIR": str(workdir / "data"),
+        # No load balancer to drain in tests: stopping takes its 5 s only where a test asks.
+        "LIFECYCLE_SHUTDOWN_GRACE_SECONDS": "0",
+        **env,
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [

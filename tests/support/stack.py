@@ -21,10 +21,13 @@ from mlflow.tracking import MlflowClient
 
 from lifecycle.core.settings import PROJECT_ROOT, Settings
 from tests.support.api import IRIS_ROW, Api, serve_api
-from tests.support.services import TrackingServer
+from tests.support.services import TrackingServer, free_port
 from tests.support.worker import Worker, rabbit_vhost, start_worker
 from training.train import TrainRequest, train
 
+# The stack's API and worker share these, so admin and webhook routes are live for every module.
+ADMIN_TOKEN = "stack-admin-token"
+WEBHOOK_SECRET = "stack-webhook-secret"
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 
 
@@ -38,6 +41,13 @@ class Stack:
     settings: Settings
     engine: sa.Engine
     workdir: Path
+    admin_token: str = ADMIN_TOKEN
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.admin_token}"}
+
+    def worker_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['LIFECYCLE_WORKER_METRICS_PORT']}/metrics"
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.api.url, timeout=30)
@@ -79,6 +89,10 @@ def scoring_stack(
             "LIFECYCLE_DATA_DIR": str(workdir / "data"),
             "LIFECYCLE_BATCH_CHUNK_ROWS": "2000",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "LIFECYCLE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "LIFECYCLE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            # A port of its own: 9101 may be held by another worker on the machine.
+            "LIFECYCLE_WORKER_METRICS_PORT": str(free_port()),
         }
         with serve_api(env, workdir) as api:
             worker = start_worker(env, workdir / "worker.log")

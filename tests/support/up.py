@@ -25,11 +25,31 @@ READY_LINE = "Press Ctrl-C to stop."
 @dataclass
 class UpProcess:
     process: subprocess.Popen[str]
+    lines: queue.Queue[str | None]
+    data_dir: Path
     output: list[str] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
 
     def text(self) -> str:
         return "".join(self.output)
+
+    def stop(self) -> None:
+        """Ctrl-C as the terminal sends it (SIGTERM here), then the rest of the output."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        while True:
+            try:
+                item = self.lines.get(timeout=1)
+            except queue.Empty:
+                break
+            if item is None:
+                break
+            self.output.append(item)
 
 
 @contextmanager
@@ -38,8 +58,13 @@ def lifecycle_up(data_dir: Path, timeout: float = 240, **extra_env: str) -> Iter
         LIFECYCLE_DATA_DIR=str(data_dir),
         LIFECYCLE_TRACKING_PORT=str(free_port()),
         PYTHONUNBUFFERED="1",
-        # `up` starts the API too: a free port, so a busy :8000 cannot fail the run.
-        **{"LIFECYCLE_API_PORT": str(free_port()), **extra_env},
+        # `up` starts the API and the UI too: free ports, so a busy :8000 or :8501 cannot
+        # fail the run.
+        **{
+            "LIFECYCLE_API_PORT": str(free_port()),
+            "LIFECYCLE_UI_PORT": str(free_port()),
+            **extra_env,
+        },
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "lifecycle", "up"],
@@ -50,8 +75,8 @@ def lifecycle_up(data_dir: Path, timeout: float = 240, **extra_env: str) -> Iter
         text=True,
         start_new_session=True,
     )
-    up = UpProcess(proc)
     lines: queue.Queue[str | None] = queue.Queue()
+    up = UpProcess(proc, lines, data_dir)
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -77,18 +102,4 @@ def lifecycle_up(data_dir: Path, timeout: float = 240, **extra_env: str) -> Iter
                 break
         yield up
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        while True:
-            try:
-                item = lines.get(timeout=1)
-            except queue.Empty:
-                break
-            if item is None:
-                break
-            up.output.append(item)
+        up.stop()

@@ -84,6 +84,18 @@ def test_lifecycle_services_run_existing_cli_commands(rendered: dict[str, Any]) 
         assert result.returncode == 0, f"{command}: {result.stderr}"
 
 
+def test_ui_service_runs_the_ui_command_with_no_secret(rendered: dict[str, Any]) -> None:
+    ui = rendered["services"]["ui"]
+    assert ui["command"][:2] == ["lifecycle", "ui"]
+    # The UI reaches the API over the compose network and holds no database URL or token:
+    # users type the admin token for each admin action.
+    env = ui["environment"]
+    assert env["LIFECYCLE_API_URL"] == "http://api:8000"
+    assert not {"LIFECYCLE_DATABASE_URL", "LIFECYCLE_ADMIN_TOKEN"} & set(env)
+    assert not any(value.startswith("test-") for value in env.values())
+    assert {p["target"] for p in ui["ports"]} == {8501}
+
+
 def test_grafana_dashboard_is_consistent() -> None:
     # Grafana loads a broken or overlapping dashboard silently wrong, so check what it cannot.
     dashboard = json.loads((PROJECT_ROOT / "conf/grafana/dashboards/lifecycle.json").read_text())

@@ -40,11 +40,16 @@ def bare() -> Iterator[tuple[str, ModelHolder]]:
     patch.undo()
 
 
-def test_admin_endpoints_refuse_when_no_token_is_configured(bare: tuple[str, ModelHolder]) -> None:
+@pytest.mark.parametrize("path", ["/reload_model", "/reports"])
+def test_admin_endpoints_refuse_when_no_token_is_configured(
+    bare: tuple[str, ModelHolder], path: str
+) -> None:
     url, _ = bare
-    response = httpx.post(f"{url}/reload_model", headers={"Authorization": "Bearer guess"})
+    response = httpx.post(f"{url}{path}", json={}, headers={"Authorization": "Bearer guess"})
     assert response.status_code == 403
-    assert "LIFECYCLE_ADMIN_TOKEN" in response.json()["detail"]
+    assert response.json()["detail"] == (
+        "admin endpoints are disabled: set LIFECYCLE_ADMIN_TOKEN to enable them"
+    )
 
 
 def test_webhooks_refuse_when_no_secret_is_configured(bare: tuple[str, ModelHolder]) -> None:

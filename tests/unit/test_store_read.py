@@ -22,6 +22,7 @@ from lifecycle.core.store import (
     PredictionRecord,
     PredictionStore,
     StoreUnavailable,
+    histogram,
 )
 from lifecycle.core.store.frames import WINDOW_COLUMNS
 from tests.support.services import temp_database
@@ -251,15 +252,26 @@ def test_class_counts(reader: PredictionReader) -> None:
 def test_quality_matches_feedback_stats(reader: PredictionReader, database_url: str) -> None:
     frame = reader.quality(MODEL)
 
-    assert list(frame.itertuples(index=False, name=None)) == [("1", 5, 3, 0.6), ("2", 2, 1, 0.5)]
+    # Precision per label, correct / predicted. Version 1: setosa 1/1, virginica 2/2,
+    # versicolor 0/2. Version 2: versicolor 1/1, virginica 0/1, setosa (only as feedback) 0.
+    assert frame.columns.tolist() == ["model_version", "n", "correct", "accuracy", "precision"]
+    assert list(frame.itertuples(index=False, name=None)) == [
+        ("1", 5, 3, 0.6, pytest.approx(2 / 3)),
+        ("2", 2, 1, 0.5, pytest.approx(1 / 3)),
+    ]
     since = reader.quality(MODEL, since=T0 + timedelta(minutes=20))  # r04, r18, r19
-    assert list(since.itertuples(index=False, name=None)) == [("1", 1, 0, 0.0), ("2", 2, 1, 0.5)]
+    assert list(since.itertuples(index=False, name=None)) == [
+        ("1", 1, 0, 0.0, 0.0),
+        ("2", 2, 1, 0.5, pytest.approx(1 / 3)),
+    ]
     store = PredictionStore(database_url, Path("/nonexistent-spool"))
     try:
         stats = store.feedback_stats(MODEL)
     finally:
         store._db.dispose()
     assert {v: s["accuracy"] for v, s in stats.items()} == {"1": 0.6, "2": 0.5}
+    precision = dict(zip(frame["model_version"], frame["precision"], strict=True))
+    assert {v: s["precision_macro"] for v, s in stats.items()} == pytest.approx(precision)
 
 
 def test_latency_percentiles(reader: PredictionReader) -> None:
@@ -306,6 +318,38 @@ def test_page_records_and_filters(reader: PredictionReader) -> None:
     # A cursor in the middle of a tie: r24 shares r25's timestamp and comes next.
     after = reader.page(MODEL, limit=2, before=(_at(25), "r25"))
     assert [row["request_id"] for row in after] == ["r24", "r23"]
+
+
+def test_pages_of_one_version_follow_the_cursor(reader: PredictionReader) -> None:
+    # r16 (version 1) and r17 (version 2) share a timestamp: the tie must not leak r16 in.
+    seen: list[str] = []
+    before = None
+    while page := reader.page(MODEL, version="2", limit=4, before=before):
+        seen += [row["request_id"] for row in page]
+        before = (page[-1]["created_at"], page[-1]["request_id"])
+    assert seen == IDS[17:][::-1]
+    batch = reader.page(MODEL, version="1", source="batch", limit=3, before=(_at(11), "r11"))
+    assert [row["request_id"] for row in batch] == ["r08", "r05", "r02"]
+
+
+def test_summary_is_volume_classes_and_latency_of_the_range(reader: PredictionReader) -> None:
+    """One scan on PostgreSQL, the three queries on SQLite: the same frames, percentiles
+    within the histogram's bound of the exact ones."""
+    since, until = T0 + timedelta(minutes=10), T0 + timedelta(minutes=130)  # r02..r25
+    summary = reader.summary(MODEL, 1800, since, until)
+
+    pd.testing.assert_frame_equal(summary.volume, reader.volume(MODEL, 1800, since, until))
+    pd.testing.assert_frame_equal(summary.classes, reader.class_counts(MODEL, since, until))
+    exact = reader.latency_percentiles(MODEL, since, until=until)
+    assert summary.latency.columns.tolist() == exact.columns.tolist()
+    assert summary.latency["model_version"].tolist() == ["1", "2"]
+    assert summary.latency["n"].tolist() == [15, 9]
+    assert summary.latency.iloc[:, 2:].to_numpy().ravel() == pytest.approx(
+        exact.iloc[:, 2:].to_numpy().ravel(), rel=histogram.ALPHA
+    )
+    nobody = reader.summary("nobody", 60, since, until)
+    assert nobody.volume.empty and nobody.classes.empty and nobody.latency.empty
+    assert nobody.latency.columns.tolist() == exact.columns.tolist()
 
 
 def test_unknown_model_gives_empty_frames_with_the_columns(reader: PredictionReader) -> None:

@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from lifecycle.core.store.histogram import HIGHEST_MS, LN_GAMMA, LOWEST_MS
 from lifecycle.core.store.tables import as_utc, feedback, predictions
 
 _p, _f = predictions.c, feedback.c
@@ -126,9 +127,23 @@ def labelled(dialect: str, where: list[sa.ColumnElement[bool]], last: int | None
 
 
 def page(
-    where: list[sa.ColumnElement[bool]], limit: int, before: tuple[datetime, str] | None
+    where: list[sa.ColumnElement[bool]],
+    limit: int,
+    before: tuple[datetime, str] | None,
+    version: str | None = None,
 ) -> sa.Select[Any]:
-    """Every column and the feedback label, newest first, below the keyset cursor."""
+    """Every column and the feedback label, newest first, below the keyset cursor; `version`
+    is a filter like those in `where`, kept apart for the index it needs."""
+    order = [_p.created_at.desc(), _p.request_id.desc()]
+    if version is not None:
+        # With `model_version = v` the planner may walk any time index newest first and skip
+        # other versions' rows, expecting versions spread evenly in time. They are not: each
+        # version serves its own period, so a page of an old version walked every newer row
+        # (170 ms at 1M rows, growing with the table). As a range, and first in ORDER BY, only
+        # ix_predictions_model_version_time gives the order: the scan starts at the version's
+        # newest row. Same rows: `>= v AND <= v` is `= v` under a deterministic collation.
+        where = [*where, _p.model_version >= version, _p.model_version <= version]
+        order = [_p.model_version.desc(), *order]
     if before is not None:
         at, request_id = as_utc(before[0]), before[1]
         # The plain `<=` bounds the index range; the OR breaks ties on the request id.
@@ -141,7 +156,7 @@ def page(
         sa.select(predictions, _f.label.label("feedback"))
         .select_from(_with_feedback)
         .where(*where)
-        .order_by(_p.created_at.desc(), _p.request_id.desc())
+        .order_by(*order)
         .limit(limit)
     )
 
@@ -150,19 +165,91 @@ def volume(
     dialect: str, where: list[sa.ColumnElement[bool]], bucket_seconds: int
 ) -> sa.Select[Any]:
     """(bucket number since the epoch, version, count)."""
-    bucket: sa.ColumnElement[Any]
     if dialect == "postgresql":
-        epoch = sa.extract("epoch", _p.created_at)
-        bucket = sa.cast(sa.func.floor(epoch / bucket_seconds), sa.BigInteger)
-    else:  # SQLite keeps UTC text: strftime('%s') reads it as UTC, in whole seconds
-        seconds = sa.cast(sa.func.strftime("%s", _p.created_at), sa.BigInteger)
-        bucket = seconds // bucket_seconds
+        # Grouped on date_bin's timestamp, converted to a number once per group: per row,
+        # EXTRACT(epoch) is numeric arithmetic and cost more than the scan.
+        inner = _binned(where, bucket_seconds)
+        return (
+            sa.select(
+                _bucket_number(inner.c.bucket, bucket_seconds),
+                inner.c.model_version,
+                sa.func.count(),
+            )
+            .group_by(inner.c.bucket, inner.c.model_version)
+            .order_by(inner.c.bucket, inner.c.model_version)
+        )
+    # SQLite keeps UTC text: strftime('%s') reads it as UTC, in whole seconds.
+    bucket = sa.cast(sa.func.strftime("%s", _p.created_at), sa.BigInteger) // bucket_seconds
     # Bucket in a subquery, group outside it: one expression, whatever the parameters.
     inner = sa.select(bucket.label("bucket"), _p.model_version).where(*where).subquery()
     return (
         sa.select(inner.c.bucket, inner.c.model_version, sa.func.count())
         .group_by(inner.c.bucket, inner.c.model_version)
         .order_by(inner.c.bucket, inner.c.model_version)
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _binned(where: list[sa.ColumnElement[bool]], bucket_seconds: int) -> sa.Subquery:
+    """PostgreSQL: model_version, label, bucket (date_bin's start: a multiple of
+    bucket_seconds since the epoch) and latency_bin (histogram.py) of the matching rows.
+
+    OFFSET 0 keeps the planner from merging this subquery into the grouping above it. Merged,
+    it estimates the groups of an expression over created_at as one per row (a million) and
+    sorts every row, spilling to disk, to group them into a few hundred; kept apart, it has no
+    statistics for `bucket` and assumes a few hundred values, and hashes."""
+    stride = sa.literal(timedelta(seconds=bucket_seconds), sa.Interval())
+    origin = sa.literal(_EPOCH, sa.DateTime(timezone=True))
+    clamped = sa.func.least(sa.func.greatest(_p.latency_ms, LOWEST_MS), HIGHEST_MS)
+    latency_bin = sa.cast(sa.func.ceil(sa.func.ln(clamped) / LN_GAMMA), sa.Integer)
+    return (
+        sa.select(
+            _p.model_version.label("model_version"),
+            _p.label.label("label"),
+            sa.func.date_bin(stride, _p.created_at, origin).label("bucket"),
+            latency_bin.label("latency_bin"),
+        )
+        .where(*where)
+        .offset(0)
+        .subquery()
+    )
+
+
+def _bucket_number(bucket: sa.ColumnElement[Any], bucket_seconds: int) -> sa.ColumnElement[Any]:
+    epoch = sa.func.date_part("epoch", bucket)
+    return sa.cast(sa.func.floor(epoch / bucket_seconds), sa.BigInteger)
+
+
+# grouping(bucket, label, latency_bin) of each grouping set in `summary`: a bit is set for
+# each column the set leaves out (the last column is the lowest bit).
+SUMMARY_VOLUME, SUMMARY_CLASSES, SUMMARY_LATENCY = 0b011, 0b101, 0b110
+
+
+def summary(where: list[sa.ColumnElement[bool]], bucket_seconds: int) -> sa.Select[Any]:
+    """PostgreSQL only: volume, class counts and the latency histogram in one scan, as
+    (set, model_version, bucket number, label, latency bin, count) with `set` one of the
+    SUMMARY_* values and the columns the set does not group on null."""
+    inner = _binned(where, bucket_seconds)
+    c = inner.c
+    return (
+        sa.select(
+            sa.func.grouping(c.bucket, c.label, c.latency_bin),
+            c.model_version,
+            _bucket_number(c.bucket, bucket_seconds),
+            c.label,
+            c.latency_bin,
+            sa.func.count(),
+        )
+        .group_by(
+            sa.func.grouping_sets(
+                sa.tuple_(c.model_version, c.bucket),
+                sa.tuple_(c.model_version, c.label),
+                sa.tuple_(c.model_version, c.latency_bin),
+            )
+        )
+        .order_by(c.bucket, c.model_version, c.label, c.latency_bin)
     )
 
 
@@ -177,15 +264,45 @@ def class_counts(where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
 
 
 def quality(where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
-    """(version, n, correct) over labelled predictions with feedback, as feedback_counts."""
-    correct = sa.func.sum(sa.case((_p.label == _f.label, 1), else_=0))
-    return (
-        sa.select(_p.model_version, sa.func.count(), correct)
+    """(version, n, correct, macro precision) over labelled predictions with feedback.
+
+    As `classification_stats` (tables.py) computes them from feedback_counts, in SQL: the
+    macro average runs over every label seen predicted or as feedback in the version, a label
+    never predicted counting 0 (scikit-learn's zero_division=0)."""
+    cells = (
+        sa.select(
+            _p.model_version.label("model_version"),
+            _p.label.label("predicted"),
+            _f.label.label("actual"),
+            sa.func.count().label("n"),
+        )
         .select_from(_only_feedback)
         .where(*where, _p.label.is_not(None))
-        .group_by(_p.model_version)
-        .order_by(_p.model_version)
+        .group_by(_p.model_version, _p.label, _f.label)
+        .cte("cells")
     )
+    labels = sa.union(
+        sa.select(cells.c.model_version, cells.c.predicted.label("label")),
+        sa.select(cells.c.model_version, cells.c.actual.label("label")),
+    ).cte("labels")
+    predicted = cells.c.predicted == labels.c.label
+    per_label = (
+        sa.select(
+            labels.c.model_version,
+            sa.func.sum(sa.case((predicted, cells.c.n), else_=0)).label("predicted"),
+            sa.func.sum(
+                sa.case((sa.and_(predicted, cells.c.actual == labels.c.label), cells.c.n), else_=0)
+            ).label("hits"),
+        )
+        .select_from(labels.join(cells, cells.c.model_version == labels.c.model_version))
+        .group_by(labels.c.model_version, labels.c.label)
+        .cte("per_label")
+    )
+    q = per_label.c
+    ratio = sa.cast(q.hits, sa.Float) / sa.cast(q.predicted, sa.Float)
+    precision = sa.case((q.predicted > 0, ratio), else_=0.0)
+    totals = (sa.func.sum(q.predicted), sa.func.sum(q.hits), sa.func.avg(precision))
+    return sa.select(q.model_version, *totals).group_by(q.model_version).order_by(q.model_version)
 
 
 def latency_percentiles(

@@ -3,13 +3,15 @@ the aggregates and paged browsing the UI's history page shows.
 
 `queries.py` builds the statements (SQLAlchemy Core, PostgreSQL and SQLite), this module runs
 them and `frames.py` shapes the results. Aggregates are grouped in the database; only latency
-percentiles on SQLite are finished in Python (no percentile function there). Costs and
-indexes: docs/prediction-store.md, "Reading the log".
+percentiles are finished in Python: `summary`'s on PostgreSQL from a histogram counted there
+(`histogram.py`), and on SQLite from the ordered latencies (no percentile function there).
+Costs and indexes: docs/prediction-store.md, "Reading the log".
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
@@ -18,7 +20,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from lifecycle.core.store import queries
+from lifecycle.core.store import histogram, queries
 from lifecycle.core.store.database import raise_unavailable
 from lifecycle.core.store.frames import (
     LABELLED_COLUMNS,
@@ -48,6 +50,16 @@ Cursor = tuple[datetime, str]
 """(created_at, request_id) of the last row of a page: pass it as `before` for the next one."""
 
 PERCENTILES = (0.5, 0.9, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """`PredictionReader.summary`: the frames of `volume`, `class_counts` and
+    `latency_percentiles` over one range."""
+
+    volume: pd.DataFrame
+    classes: pd.DataFrame
+    latency: pd.DataFrame
 
 
 class PredictionReader:
@@ -183,11 +195,9 @@ class PredictionReader:
         (created_at, request_id) order: keyset paging, each page costs the same."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, not {limit}")
-        where = filters(
-            model_name, version=version, source=source, label=label, since=since, until=until
-        )
+        where = filters(model_name, source=source, label=label, since=since, until=until)
         records = []
-        for row in self._rows(queries.page(where, limit, before)):
+        for row in self._rows(queries.page(where, limit, before, version)):
             record = dict(row._mapping)
             record["created_at"] = as_utc(record["created_at"])
             records.append(record)
@@ -205,26 +215,30 @@ class PredictionReader:
             raise ValueError(f"bucket_seconds must be >= 1, not {bucket_seconds}")
         where = filters(model_name, since=since, until=until)
         rows = self._rows(queries.volume(self._dialect, where, bucket_seconds))
-        frame = pd.DataFrame(
-            [(int(b) * bucket_seconds, v, int(n)) for b, v, n in rows],
-            columns=["bucket", "model_version", "count"],
-        )
-        frame["bucket"] = pd.to_datetime(frame["bucket"].astype("int64"), unit="s", utc=True)
-        return frame.astype({"model_version": object, "count": "int64"})
+        return _volume_frame(rows, bucket_seconds)
 
-    def class_counts(self, model_name: str, since: datetime | None = None) -> pd.DataFrame:
+    def class_counts(
+        self, model_name: str, since: datetime | None = None, until: datetime | None = None
+    ) -> pd.DataFrame:
         """Predicted labels per version: model_version, label (None for unlabelled), count."""
-        rows = self._rows(queries.class_counts(filters(model_name, since=since)))
-        frame = pd.DataFrame(rows, columns=["model_version", "label", "count"])
-        return frame.astype({"model_version": object, "label": object, "count": "int64"})
+        rows = self._rows(queries.class_counts(filters(model_name, since=since, until=until)))
+        return _classes_frame(rows)
 
-    def quality(self, model_name: str, since: datetime | None = None) -> pd.DataFrame:
+    def quality(
+        self, model_name: str, since: datetime | None = None, until: datetime | None = None
+    ) -> pd.DataFrame:
         """Per version, over labelled predictions that received feedback: n, correct (predicted
-        label == feedback label) and accuracy = correct / n, as feedback_stats computes it."""
-        rows = self._rows(queries.quality(filters(model_name, since=since)))
-        frame = pd.DataFrame(rows, columns=["model_version", "n", "correct"])
-        frame = frame.astype({"model_version": object, "n": "int64", "correct": "int64"})
-        frame["accuracy"] = (frame["correct"] / frame["n"]).astype("float64")
+        label == feedback label), accuracy = correct / n and precision (macro), all computed
+        in the database and equal to what feedback_stats gives."""
+        rows = self._rows(queries.quality(filters(model_name, since=since, until=until)))
+        frame = pd.DataFrame(
+            [(v, int(n), int(c), float(p)) for v, n, c, p in rows],
+            columns=["model_version", "n", "correct", "precision"],
+        )
+        frame = frame.astype(
+            {"model_version": object, "n": "int64", "correct": "int64", "precision": "f8"}
+        )
+        frame.insert(3, "accuracy", (frame["correct"] / frame["n"]).astype("float64"))
         return frame
 
     def latency_percentiles(
@@ -232,23 +246,95 @@ class PredictionReader:
         model_name: str,
         since: datetime | None = None,
         percentiles: Sequence[float] = PERCENTILES,
+        until: datetime | None = None,
     ) -> pd.DataFrame:
         """Per version: n and latency_ms percentiles (columns p50, p90, ...), interpolated
         linearly between ranks: PostgreSQL's percentile_cont in the database; on SQLite the
         latencies are read in order and interpolated the same way in Python."""
-        if not percentiles or any(not 0 <= q <= 1 for q in percentiles):
-            raise ValueError(f"percentiles must be within [0, 1], not {list(percentiles)}")
-        names = [f"p{q * 100:g}" for q in percentiles]
+        _check_percentiles(percentiles)
+        names = _percentile_names(percentiles)
         stmt = queries.latency_percentiles(
-            self._dialect, filters(model_name, since=since), percentiles
+            self._dialect, filters(model_name, since=since, until=until), percentiles
         )
         rows = self._rows(stmt)
         if self._dialect != "postgresql":
             rows = interpolated(rows, percentiles)
-        frame = pd.DataFrame(rows, columns=["model_version", "n", *names])
-        return frame.astype({"model_version": object, "n": "int64", **dict.fromkeys(names, "f8")})
+        return _latency_frame(rows, names)
+
+    def summary(
+        self,
+        model_name: str,
+        bucket_seconds: int,
+        since: datetime,
+        until: datetime,
+        percentiles: Sequence[float] = PERCENTILES,
+    ) -> Summary:
+        """`volume`, `class_counts` and `latency_percentiles` over [since, until), in one scan
+        on PostgreSQL (a GROUP BY of three grouping sets). There the percentiles come from a
+        log-scale latency histogram and are within histogram.ALPHA (1 %) of the exact ones;
+        on SQLite they are the exact `latency_percentiles`."""
+        _check_percentiles(percentiles)
+        if self._dialect != "postgresql":
+            return Summary(
+                self.volume(model_name, bucket_seconds, since, until),
+                self.class_counts(model_name, since, until),
+                self.latency_percentiles(model_name, since, percentiles, until),
+            )
+        if bucket_seconds < 1:
+            raise ValueError(f"bucket_seconds must be >= 1, not {bucket_seconds}")
+        where = filters(model_name, since=since, until=until)
+        rows = self._rows(queries.summary(where, bucket_seconds))
+        volume, classes = [], []
+        bins: dict[str, list[tuple[int, int]]] = {}
+        for kind, version, bucket, label, latency_bin, count in rows:
+            if kind == queries.SUMMARY_VOLUME:
+                volume.append((bucket, version, count))
+            elif kind == queries.SUMMARY_CLASSES:
+                classes.append((version, label, count))
+            elif kind == queries.SUMMARY_LATENCY:
+                bins.setdefault(version, []).append((latency_bin, count))
+        latency = [
+            (version, *histogram.percentiles(pairs, percentiles))
+            for version, pairs in sorted(bins.items())
+        ]
+        return Summary(
+            _volume_frame(volume, bucket_seconds),
+            _classes_frame(classes),
+            _latency_frame(
+                [(v, n, *values) for v, n, values in latency], _percentile_names(percentiles)
+            ),
+        )
 
 
 def _check_last(last: int | None) -> None:
     if last is not None and last < 0:
         raise ValueError(f"last must be >= 0, not {last}")
+
+
+def _check_percentiles(percentiles: Sequence[float]) -> None:
+    if not percentiles or any(not 0 <= q <= 1 for q in percentiles):
+        raise ValueError(f"percentiles must be within [0, 1], not {list(percentiles)}")
+
+
+def _percentile_names(percentiles: Sequence[float]) -> list[str]:
+    return [f"p{q * 100:g}" for q in percentiles]
+
+
+def _volume_frame(rows: Sequence[Any], bucket_seconds: int) -> pd.DataFrame:
+    """(bucket number, version, count) rows as bucket (start, UTC), model_version, count."""
+    frame = pd.DataFrame(
+        [(int(b) * bucket_seconds, v, int(n)) for b, v, n in rows],
+        columns=["bucket", "model_version", "count"],
+    )
+    frame["bucket"] = pd.to_datetime(frame["bucket"].astype("int64"), unit="s", utc=True)
+    return frame.astype({"model_version": object, "count": "int64"})
+
+
+def _classes_frame(rows: Sequence[Any]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["model_version", "label", "count"])
+    return frame.astype({"model_version": object, "label": object, "count": "int64"})
+
+
+def _latency_frame(rows: Sequence[Any], names: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["model_version", "n", *names])
+    return frame.astype({"model_version": object, "n": "int64", **dict.fromkeys(names, "f8")})
