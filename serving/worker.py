@@ -150,6 +150,9 @@ def make_celery(settings: Settings) -> LifecycleCelery:
 
 def _register_tasks(app: LifecycleCelery, settings: Settings) -> None:
     retry: dict[str, Any] = {
+        # Not Celery's shared tasks: those join every app finalized later in the process,
+        # where a second app's task of the same name would run the first app's callable.
+        "shared": False,
         "bind": True,
         "acks_late": True,
         "reject_on_worker_lost": True,
