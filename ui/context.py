@@ -8,8 +8,9 @@ import streamlit as st
 
 from lifecycle.core.options import load_settings
 from lifecycle.core.settings import Settings
+from serving.runtime.probe import fail_fast_http
 from ui.client import ApiClient
-from ui.mlflow_reader import MlflowReader, fail_fast
+from ui.mlflow_reader import MlflowReader
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,9 @@ class UiContext:
 
 
 def build_context(settings: Settings) -> UiContext:
-    fail_fast(settings.ui_timeout)
+    # MLflow's client retries a refused connection for minutes: a page waiting that long
+    # looks dead.
+    fail_fast_http(settings.ui_timeout, keep_set=True)
     return UiContext(
         settings=settings,
         api=ApiClient(settings.resolved_api_url(), settings.ui_timeout),

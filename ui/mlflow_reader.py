@@ -7,8 +7,6 @@ Every MLflow failure becomes a `UiError` naming the tracking server.
 
 from __future__ import annotations
 
-import math
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,14 +28,6 @@ from ui.client import UiError
 
 CONFUSION_MATRIX = "confusion_matrix.png"
 T = TypeVar("T")
-
-
-def fail_fast(timeout: float) -> None:
-    """MLflow's client retries a refused connection for minutes by default; a page waiting
-    that long looks dead. Called once, where the UI's collaborators are built (MLflow reads
-    these variables on every request); a value set by the operator is kept."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, math.ceil(timeout))))
 
 
 @dataclass(frozen=True)

@@ -34,16 +34,24 @@ class RegistryProbe(Protocol):
         ...
 
 
-def fail_fast_http(timeout: float) -> None:
-    """No retries and a short timeout for every MLflow request of this serving process.
+def fail_fast_http(timeout: float, *, keep_set: bool = False) -> None:
+    """No retries and a short timeout for every MLflow request of this process.
 
     Called once by the wiring of a serving process (`serving.wiring.Runtime`, for an API or
     Celery worker): MLflow reads these variables on every request, and a serving process
     makes no other MLflow calls than resolving and downloading its model. A failed download
-    is a failed swap, retried with the holder's back-off.
+    is a failed swap, retried with the holder's back-off. The UI calls it with `keep_set`:
+    there a value the operator set wins.
     """
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(timeout)))
+    values = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(timeout))),
+    }
+    for name, value in values.items():
+        if keep_set:
+            os.environ.setdefault(name, value)
+        else:
+            os.environ[name] = value
 
 
 class MlflowRegistryProbe:
