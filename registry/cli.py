@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from lifecycle.core.options import (
+    ClassLabelsOpt,
     DatasetOpt,
     EstimatorOpt,
     ForceOpt,
@@ -66,6 +67,7 @@ def main_pipeline(
     dataset: DatasetOpt = None,
     estimator: EstimatorOpt = None,
     target: TargetOpt = None,
+    class_labels: ClassLabelsOpt = None,
     param: ParamOpt = None,
     model_name: ModelNameOpt = None,
     stage: StageOpt = "Staging",
@@ -75,7 +77,7 @@ def main_pipeline(
 ) -> None:
     """Train, register and promote through the gates (Staging unless --stage says otherwise)."""
     from registry.commands import main_command
-    from training.train import TrainRequest, parse_params
+    from training.train import TrainRequest, parse_class_labels, parse_params
 
     settings = load_settings()
     request = TrainRequest(
@@ -83,6 +85,7 @@ def main_pipeline(
         estimator=estimator or None,
         params=parse_params(param or []),
         target=target or None,
+        class_labels=parse_class_labels(class_labels),
         register=True,
         model_name=model_name or None,
     )

@@ -11,12 +11,14 @@ from `GET /model` and its data from the tracking server, never from the serving 
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -65,7 +67,13 @@ class SimulationRequest:
     rate: float = 0.0  # rows per second; 0: as fast as the API answers
     shifts: tuple[str, ...] = ()  # "FEATURE=+X", "FEATURE=-X" or "FEATURE=*X"
     feedback_accuracy: float | None = None
+    # Feedback with each drawn row's own training label: ground truth, which a shift does not
+    # change, so a shifted feature that fools the model shows as lower accuracy.
+    feedback_truth: bool = False
     timeout: float = 30.0  # seconds for one HTTP answer, and for each async task's result
+    # Write the rows to this CSV or Parquet file instead of sending them (e.g. into the
+    # batch_scoring DAG's inbox).
+    out: Path | None = None
 
     def check(self) -> None:
         """Refuse what no API call could make sense of, before any is made."""
@@ -82,6 +90,13 @@ class SimulationRequest:
             raise ConfigError(f"--feedback-accuracy: expected a number in [0, 1], got {p}")
         if not self.timeout > 0:
             raise ConfigError(f"--timeout: expected seconds > 0, got {self.timeout}")
+        if self.out is not None:
+            if self.out.suffix.lower() not in (".csv", ".parquet"):
+                raise ConfigError(f"--out: expected a .csv or .parquet file, got '{self.out}'")
+            if self.feedback_accuracy is not None or self.feedback_truth:
+                raise ConfigError("--out: rows written to a file get no answers, so no feedback")
+        if self.feedback_truth and self.feedback_accuracy is not None:
+            raise ConfigError("--feedback-truth: give it or --feedback-accuracy, not both")
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,7 @@ class Served:
     run_id: str
     schema: FeatureSchema
     rows: pd.DataFrame  # the schema's features, typed by FeatureSchema.coerce
+    truth: tuple[str, ...] = ()  # each row's class label, as the API names it
 
 
 @dataclass
@@ -105,6 +121,7 @@ class SimulationResult:
     feedback_sent: int = 0
     feedback_correct: int = 0  # feedback that agreed with the prediction
     elapsed: float = 0.0
+    written: Path | None = None  # --out: the file the rows went to, none sent
     request_ids: list[str] = field(default_factory=list)  # one per answered row, in order
     versions: Counter[str] = field(default_factory=Counter)  # rows answered per version
 
@@ -113,6 +130,11 @@ class SimulationResult:
         return self.sent / self.elapsed if self.elapsed > 0 else 0.0
 
     def summary(self) -> str:
+        if self.written is not None:
+            return (
+                f"wrote {self.sent} rows to {self.written} "
+                f"({self.model_name} version {self.version}'s training rows)"
+            )
         line = (
             f"sent {self.sent} rows, answered {self.answered}, feedback {self.feedback_sent}, "
             f"{self.model_name} version {self.version}, {self.elapsed:.1f}s, "
@@ -177,16 +199,39 @@ def resolve_shifts(texts: Sequence[str], schema: FeatureSchema) -> list[Shift]:
 # -- rows --------------------------------------------------------------------------------
 
 
-def draw_rows(
+def draw(
     served: Served, count: int, shifts: Sequence[Shift], rng: np.random.Generator
-) -> list[list[Any]]:
+) -> tuple[list[list[Any]], list[str]]:
     """`count` training rows drawn with replacement, shifted, in schema order as JSON values
-    (a missing value is null: JSON has no NaN)."""
+    (a missing value is null: JSON has no NaN), and each one's label (none when the served
+    version has no truth)."""
     picks = rng.integers(0, len(served.rows), size=count)
     frame = served.rows.iloc[picks].reset_index(drop=True)
     for shift in shifts:
         frame[shift.feature] = shift.apply(frame[shift.feature])
-    return [[_json_value(v) for v in row] for row in frame[served.schema.names].itertuples(False)]
+    rows = [[_json_value(v) for v in row] for row in frame[served.schema.names].itertuples(False)]
+    return rows, [served.truth[i] for i in picks] if served.truth else []
+
+
+def draw_rows(
+    served: Served, count: int, shifts: Sequence[Shift], rng: np.random.Generator
+) -> list[list[Any]]:
+    return draw(served, count, shifts, rng)[0]
+
+
+def write_rows(rows: list[list[Any]], names: Sequence[str], out: Path) -> Path:
+    """The rows as a CSV or Parquet file (by suffix), which appears whole: a reader of the
+    folder (the batch_scoring DAG) never sees it half written."""
+    out = out.expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    frame = pd.DataFrame(rows, columns=list(names))
+    if out.suffix.lower() == ".parquet":
+        frame.to_parquet(partial, index=False)
+    else:
+        frame.to_csv(partial, index=False)
+    os.replace(partial, out)
+    return out
 
 
 def _json_value(value: Any) -> Any:
@@ -302,13 +347,21 @@ def served_schema(settings: Settings, name: str, version: str) -> FeatureSchema:
     return FeatureSchema.from_metadata(mlflow_gateway.model_metadata(f"models:/{name}/{version}"))
 
 
-def served_rows(schema: FeatureSchema, name: str, version: str, run_id: str) -> pd.DataFrame:
-    """The version's training rows, its schema's features typed by FeatureSchema.coerce."""
+def served_rows(
+    schema: FeatureSchema, name: str, version: str, run_id: str
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The version's training rows, its schema's features typed by FeatureSchema.coerce, and
+    each row's class label as the API names it (empty without a target column)."""
     rows = training_rows(run_id)
     missing = [n for n in schema.names if n not in rows.columns]
     if missing or rows.empty:
         raise ConfigError(f"{name} version {version}: its training rows lack {missing or 'rows'}")
-    return schema.coerce(rows).reset_index(drop=True)
+    truth: tuple[str, ...] = ()
+    if schema.target in rows.columns and schema.class_labels:
+        pairs = zip(schema.classes, schema.class_labels, strict=True)
+        names = {str(value): label for value, label in pairs}
+        truth = tuple(names.get(str(v), str(v)) for v in rows[schema.target])
+    return schema.coerce(rows).reset_index(drop=True), truth
 
 
 # -- the run -----------------------------------------------------------------------------
@@ -324,8 +377,10 @@ class Simulation:
         served: Served,
         result: SimulationResult,
         feedback_rng: np.random.Generator,
+        truth: Sequence[str] = (),
     ) -> None:
         self.api = api
+        self.truth = truth
         self.request = request
         self.served = served
         self.result = result
@@ -379,17 +434,21 @@ class Simulation:
             raise ApiError(f"API answer without predictions: {str(answer)[:200]}")
         for item in predictions:
             request_id, label = str(item["request_id"]), str(item["label"])
+            row = self.result.answered  # rows are answered in the order they were sent
             self.result.answered += 1
             self.result.request_ids.append(request_id)
             self.result.versions[version] += 1
-            self._feedback(request_id, label)
+            self._feedback(request_id, label, row)
 
-    def _feedback(self, request_id: str, predicted: str) -> None:
+    def _feedback(self, request_id: str, predicted: str, row: int) -> None:
         accuracy = self.request.feedback_accuracy
-        if accuracy is None:
+        if self.request.feedback_truth:
+            label = self.truth[row]
+        elif accuracy is None:
             return
-        labels = self.served.schema.class_labels
-        label = feedback_label(predicted, labels, accuracy, self._feedback_rng)
+        else:
+            labels = self.served.schema.class_labels
+            label = feedback_label(predicted, labels, accuracy, self._feedback_rng)
         self.api.call("POST", "/feedback", {"request_id": request_id, "label": label})
         self.result.feedback_sent += 1
         self.result.feedback_correct += label == predicted
@@ -412,12 +471,19 @@ def simulate(settings: Settings, request: SimulationRequest) -> SimulationResult
         shifts = resolve_shifts(request.shifts, schema)
         if request.feedback_accuracy is not None and not schema.class_labels:
             raise ConfigError(f"--feedback-accuracy: {name} carries no class labels")
-        served = Served(name, version, run_id, schema, served_rows(schema, name, version, run_id))
-        rows = draw_rows(served, request.count, shifts, rows_rng)
+        features, truth = served_rows(schema, name, version, run_id)
+        if request.feedback_truth and not truth:
+            raise ConfigError(f"--feedback-truth: {name} version {version} has no class labels")
+        served = Served(name, version, run_id, schema, features, truth)
+        rows, labels = draw(served, request.count, shifts, rows_rng)
         result = SimulationResult(served.name, served.version, uuid.uuid4().hex[:10])
+        if request.out is not None:
+            result.written = write_rows(rows, schema.names, request.out)
+            result.sent = len(rows)
+            return result
         started = time.monotonic()
         try:
-            Simulation(api, request, served, result, feedback_rng).run(rows)
+            Simulation(api, request, served, result, feedback_rng, labels).run(rows)
         except ApiError as exc:  # say how far the run got: its rows are in the log already
             raise ApiError(
                 f"{exc.message} (after {result.sent} of {request.count} rows sent, "

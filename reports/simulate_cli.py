@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -56,13 +57,29 @@ def simulate(
             "probability, another class otherwise.",
         ),
     ] = None,
+    feedback_truth: Annotated[
+        bool,
+        typer.Option(
+            "--feedback-truth",
+            help="Send feedback for every answered row: its training label (ground truth, "
+            "kept through a --shift).",
+        ),
+    ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed of the draw (default: seed).")] = None,
     api: Annotated[str | None, typer.Option(help="API URL (default: api_host:api_port).")] = None,
     timeout: Annotated[
         float, typer.Option(min=0.1, help="Seconds to wait for an answer or an async result.")
     ] = 30.0,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the rows to this .csv or .parquet file instead of sending them (e.g. "
+            "into the batch_scoring DAG's inbox: data_dir/pipelines/inbox/)."
+        ),
+    ] = None,
 ) -> None:
-    """Send rows drawn from the served version's training data to the API."""
+    """Send rows drawn from the served version's training data to the API (or write them to
+    a file with --out)."""
     from reports.simulate import SimulationRequest
     from reports.simulate import simulate as run_simulation
 
@@ -80,7 +97,9 @@ def simulate(
             rate=rate,
             shifts=tuple(shift or ()),
             feedback_accuracy=feedback_accuracy,
+            feedback_truth=feedback_truth,
             timeout=timeout,
+            out=out,
         ),
     )
     echo(result.summary())

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with (
         tempfile.TemporaryDirectory(prefix="lifecycle-screenshots-") as home,
-        lifecycle_up(Path(home) / "data") as up,
+        lifecycle_up(Path(home) / "data", "--no-airflow") as up,
     ):
         _traffic(up)
         _report(up)

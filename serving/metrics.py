@@ -23,11 +23,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from lifecycle.core.store.promotions import OUTCOMES, PromotionLog
 from lifecycle.core.store.report_index import ReportEntry, ReportIndex
 from serving.runtime import LoadedModel
 
@@ -153,6 +154,7 @@ class Metrics:
         # scrape shows them once, from whichever worker answers, not once per worker.
         self._live: list[Collector] = []
         self._reports: ReportGauges | None = None
+        self._promotions: PromotionCounter | None = None
 
     # HTTP
 
@@ -235,6 +237,15 @@ class Metrics:
             self._remove_live(self._reports)
         self._reports = ReportGauges(index, interval_seconds)
         self._add_live(self._reports)
+
+    def watch_promotions(self, log: PromotionLog, model_name: str) -> None:
+        """Export lifecycle_automatic_promotions_total{model,outcome}, counted in `log` at
+        scrape time; `model_name`'s promoted and refused series are there from the start (at
+        0), so increase() sees the first refusal."""
+        if self._promotions is not None:
+            self._remove_live(self._promotions)
+        self._promotions = PromotionCounter(log, model_name)
+        self._add_live(self._promotions)
 
     def _add_live(self, collector: Collector) -> None:
         if not self.multiprocess_dir:
@@ -359,6 +370,72 @@ class ReportGauges(Collector):
             GaugeMetricFamily(
                 "lifecycle_report_index_up",
                 "1 when the report index was read at the last scrape, 0 when it could not be.",
+            ),
+        )
+
+
+class PromotionCounter(Collector):
+    """Automatic promotions by model and outcome, counted in the promotion log.
+
+    Read at scrape time like the drift gauges: the retrain DAG writes the rows from another
+    process, and the counts in the database survive API restarts, as a counter must. The read
+    is one GROUP BY over a table of a few rows per retrain, cached briefly; when it fails the
+    family is left out (a counter must not drop to 0) and lifecycle_automatic_promotions_up
+    says so.
+    """
+
+    def __init__(
+        self,
+        log: PromotionLog,
+        model_name: str,
+        *,
+        cache_seconds: float = REPORT_CACHE_SECONDS,
+    ) -> None:
+        self._log = log
+        self._model = model_name
+        self._cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._read_at = -float("inf")
+        self._counts: dict[tuple[str, str], int] | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        counts = self._read()
+        total, up = self._families()
+        up.add_metric([], 0.0 if counts is None else 1.0)
+        if counts is None:
+            return [up]
+        shown = {(self._model, "promoted"): 0, (self._model, "refused"): 0, **counts}
+        for (model, outcome), n in sorted(shown.items()):
+            total.add_metric([model, outcome], float(n))
+        return [total, up]
+
+    def _read(self) -> dict[tuple[str, str], int] | None:
+        with self._lock:
+            if time.monotonic() - self._read_at < self._cache_seconds:
+                return self._counts
+            try:
+                self._counts = self._log.counts()
+            except Exception as exc:  # a scrape must not fail because the log cannot be read
+                log.warning("automatic promotion counts not exported: %s", exc)
+                self._counts = None
+            self._read_at = time.monotonic()
+            return self._counts
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, GaugeMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "lifecycle_automatic_promotions",
+                "Retrained candidates the retrain pipeline put through the gates, by model and "
+                f"outcome ({', '.join(OUTCOMES)}).",
+                labels=["model", "outcome"],
+            ),
+            GaugeMetricFamily(
+                "lifecycle_automatic_promotions_up",
+                "1 when the automatic promotion log was read at the last scrape, else 0.",
             ),
         )
 

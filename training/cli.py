@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from lifecycle.core.options import (
+    ClassLabelsOpt,
     DatasetOpt,
     EstimatorOpt,
     ModelNameOpt,
@@ -31,6 +32,7 @@ def train(
     dataset: DatasetOpt = None,
     estimator: EstimatorOpt = None,
     target: TargetOpt = None,
+    class_labels: ClassLabelsOpt = None,
     param: ParamOpt = None,
     register: RegisterOpt = False,
     model_name: ModelNameOpt = None,
@@ -39,7 +41,7 @@ def train(
 ) -> None:
     """Fit the configured pipeline and log it to MLflow."""
     from training.metrics import metrics_line
-    from training.train import TrainRequest, parse_params
+    from training.train import TrainRequest, parse_class_labels, parse_params
     from training.train import train as run_train
 
     settings = load_settings()
@@ -50,6 +52,7 @@ def train(
             estimator=estimator,
             params=parse_params(param or []),
             target=target or None,
+            class_labels=parse_class_labels(class_labels),
             register=truthy(register_value, register, "register"),
             model_name=model_name or None,
             run_name=run_name or None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from sklearn import datasets as sk_datasets
@@ -45,16 +46,24 @@ class Split:
 
 
 def resolve_config(
-    name: str, known: dict[str, DatasetConfig], target: str | None = None
+    name: str,
+    known: dict[str, DatasetConfig],
+    target: str | None = None,
+    class_labels: dict[str, str] | None = None,
 ) -> DatasetConfig:
-    """A configured dataset by name, or a CSV/Parquet path given directly with its target."""
+    """A configured dataset by name, or a CSV/Parquet path given directly with its target (and
+    optionally its classes' labels)."""
+    update: dict[str, object] = {}
+    if target:
+        update["target"] = target
+    if class_labels:
+        update["class_labels"] = class_labels
     if name in known:
-        cfg = known[name]
-        return cfg.model_copy(update={"target": target}) if target else cfg
+        return known[name].model_copy(update=update)
     if name.lower().endswith(FILE_SUFFIXES):
         if not target:
             raise DataError(f"dataset file {name}: give the target column (--target)")
-        return DatasetConfig(source="file", path=name, target=target)
+        return DatasetConfig(source="file", path=name, **update)
     raise DataError(f"unknown dataset '{name}'; known: {', '.join(sorted(known)) or 'none'}")
 
 
@@ -131,8 +140,27 @@ def _load_file(name: str, cfg: DatasetConfig) -> tuple[pd.DataFrame, FeatureSche
     frame = frame[frame[cfg.target].notna()].reset_index(drop=True)
     if len(frame.columns) < 2:
         raise DataError(f"dataset {name}: no feature columns besides the target")
-    schema = FeatureSchema.from_frame(frame, cfg.target, cfg.categorical)
+    labels = _class_labels(name, frame[cfg.target], cfg.class_labels)
+    schema = FeatureSchema.from_frame(frame, cfg.target, cfg.categorical, labels)
     return frame, schema, str(path.resolve())
+
+
+def _class_labels(name: str, target: pd.Series, given: dict[Any, str]) -> dict[Any, str] | None:
+    """The configured labels keyed by the class values the file holds (keys compared as text);
+    DataError naming a class that has none."""
+    if not given:
+        return None
+    by_text = {str(key): str(label) for key, label in given.items()}
+    labels = {}
+    for value in target.dropna().unique():
+        label = by_text.get(str(value))
+        if label is None:
+            raise DataError(
+                f"dataset {name}: class_labels has no label for class '{value}' "
+                f"(labels given for: {', '.join(sorted(by_text))})"
+            )
+        labels[value] = label
+    return labels
 
 
 def _check_classes(name: str, frame: pd.DataFrame, target: str) -> None:

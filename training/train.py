@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ class TrainRequest:
     estimator: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     target: str | None = None
+    class_labels: dict[str, str] | None = None
     register: bool = False
     model_name: str | None = None
     run_name: str | None = None
@@ -48,10 +50,15 @@ class Prepared:
 
 
 def prepare(
-    settings: Settings, dataset: str, estimator: str | None, target: str | None
+    settings: Settings,
+    dataset: str,
+    estimator: str | None,
+    target: str | None,
+    class_labels: dict[str, str] | None = None,
 ) -> Prepared:
     config = load_training(settings.conf_dir)
-    cfg = data_mod.resolve_config(dataset, load_datasets(settings.conf_dir), target)
+    known = load_datasets(settings.conf_dir)
+    cfg = data_mod.resolve_config(dataset, known, target, class_labels)
     data = data_mod.load(dataset, cfg)
     name = estimator or config.estimator
     if name not in config.estimators:
@@ -73,12 +80,27 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def parse_class_labels(text: str | None) -> dict[str, str] | None:
+    """`--class-labels` (JSON object, class value → label; empty: none)."""
+    if not text or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--class-labels: expected a JSON object, got '{text}' ({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--class-labels: expected a JSON object of labels, got '{text}'")
+    return {str(k): str(v) for k, v in value.items()} or None
+
+
 def registered_name(settings: Settings, request: TrainRequest) -> str:
     return request.model_name or settings.registered_model_name(request.dataset)
 
 
 def train(settings: Settings, request: TrainRequest) -> TrainResult:
-    prep = prepare(settings, request.dataset, request.estimator, request.target)
+    prep = prepare(
+        settings, request.dataset, request.estimator, request.target, request.class_labels
+    )
     params = {**prep.config.estimators[prep.estimator].params, **request.params}
     pipeline = build_pipeline(prep.data.schema, prep.estimator, params, settings.seed)
     mlflow_gateway.connect(settings)

@@ -1,4 +1,4 @@
-"""The `lifecycle` command: every layer's verbs in one CLI, plus `tracking` and `up`.
+"""The `lifecycle` command: every layer's verbs in one CLI, plus `tracking`, `up` and `airflow`.
 
 Each top-level folder owns its verbs (`training/cli.py`, `registry/cli.py`, `serving/cli.py`,
 `reports/cli.py`, `ui/cli.py`); this root merges them (loaded on first use, see
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -44,11 +45,28 @@ def tracking() -> None:
 
 
 @app.command()
-def up() -> None:
+def up(
+    no_airflow: Annotated[
+        bool, typer.Option("--no-airflow", help="Do not start Airflow (the pipelines' scheduler).")
+    ] = False,
+) -> None:
     """Run the embedded stack in the foreground until Ctrl-C."""
     from lifecycle.cli.up import up as run_up
 
-    raise typer.Exit(run_up(load_settings(), echo))
+    raise typer.Exit(run_up(load_settings(), echo, airflow=not no_airflow))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def airflow(ctx: typer.Context) -> None:
+    """Run an `airflow` command on the embedded Airflow: `lifecycle airflow dags list`.
+
+    Airflow's virtualenv, home, database and DAGs as `up` runs them; its help is `-h`."""
+    from lifecycle.cli.airflow import EmbeddedAirflow
+    from lifecycle.cli.up import child_env
+
+    settings = load_settings()
+    embedded = EmbeddedAirflow(settings, child_env(settings))
+    os.execve(embedded.command, [embedded.command, *ctx.args], embedded.env)
 
 
 def main() -> None:

@@ -36,7 +36,8 @@ class PlannedPort:
         return f"port {self.port} ({self.role}, {self.setting})"
 
 
-def planned_ports(settings: Settings) -> list[PlannedPort]:
+def planned_ports(settings: Settings, *, airflow: bool = False) -> list[PlannedPort]:
+    """The ports `up` binds: Airflow's only when it starts Airflow."""
     ports = []
     if settings.tracking_uri is None:
         ports.append(
@@ -58,6 +59,24 @@ def planned_ports(settings: Settings) -> list[PlannedPort]:
                 settings.worker_metrics_port,
                 "worker metrics",
                 "LIFECYCLE_WORKER_METRICS_PORT",
+            )
+        )
+    if airflow:
+        ports.append(
+            PlannedPort(
+                settings.airflow_host,
+                settings.airflow_port,
+                "Airflow API server",
+                "LIFECYCLE_AIRFLOW_PORT",
+            )
+        )
+        # The scheduler's log server, which the API server reads task logs from.
+        ports.append(
+            PlannedPort(
+                "0.0.0.0",
+                settings.airflow_log_port,
+                "Airflow task log server",
+                "LIFECYCLE_AIRFLOW_LOG_PORT",
             )
         )
     return ports

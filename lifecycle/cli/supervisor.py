@@ -1,7 +1,8 @@
 """Child processes for `lifecycle up`: start, watch, and stop them all cleanly.
 
 Each child runs in its own session so that a stop reaches its whole process group
-(`mlflow server` and uvicorn spawn workers of their own).
+(`mlflow server` and uvicorn spawn workers of their own), and, last, every process left in
+that session: Airflow runs each task in a process group of its own.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ class Supervisor:
     def stop_all(self) -> None:
         for child in reversed(self._children):
             _signal_group(child.process, signal.SIGTERM)
+            # A group of its own inside the session is an Airflow task: on SIGTERM it keeps
+            # reporting to an API server that is stopping too, and its scheduler waits for it
+            # until the timeout. It is ended at once (Airflow fails it on its next start).
+            for pid in session_members(child.process.pid, other_groups=True):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + self._stop_timeout
         for child in reversed(self._children):
             try:
@@ -78,8 +85,29 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 _signal_group(child.process, signal.SIGKILL)
                 child.process.wait(5)
-            # Workers left behind by a parent that exited first still belong to the group.
+            # Workers left behind by a parent that exited first still belong to the group,
+            # and processes that made a group of their own still belong to the session.
             _signal_group(child.process, signal.SIGKILL)
+            for pid in session_members(child.process.pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def session_members(sid: int, *, other_groups: bool = False) -> list[int]:
+    """Live (not zombie) processes in session `sid`, from /proc; with `other_groups`, only
+    those outside the session leader's process group."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After the command name (which may hold spaces): state, ppid, pgrp, session.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) != sid or fields[0] == "Z":
+            continue
+        if not other_groups or int(fields[2]) != sid:
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -1,7 +1,8 @@
 """`lifecycle up`: the whole lifecycle on one machine, with no servers to install.
 
 It starts the embedded MLflow server (SQLite + local artifacts under the data directory),
-bootstraps a first model when the registry holds none, prints every URL and keeps the
+bootstraps a first model when the registry holds none, starts the API, the worker, the UI
+and Airflow with the pipelines' DAGs (unless --no-airflow), prints every URL and keeps the
 children running until Ctrl-C or SIGTERM, then stops them all.
 """
 
@@ -9,20 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable
 
-import httpx
-
+from lifecycle.cli.airflow import EmbeddedAirflow
 from lifecycle.cli.ports import check_ports_free, planned_ports
+from lifecycle.cli.startup import wait_http
 from lifecycle.cli.supervisor import Supervisor
-from lifecycle.core.errors import GateFailed, LifecycleError, NotFound
+from lifecycle.core.errors import GateFailed, NotFound
 from lifecycle.core.settings import Settings
-
-
-class StartupFailed(LifecycleError):
-    """A part of the embedded stack did not come up."""
-
 
 Echo = Callable[[str], None]
 
@@ -79,49 +74,66 @@ def _bootstrap_promote(settings: Settings, name: str, version: str, echo: Echo) 
     return True
 
 
-def up(settings: Settings, echo: Echo) -> int:
+def up(settings: Settings, echo: Echo, *, airflow: bool = True) -> int:
     # Before anything starts: a second `up` would otherwise see the first one's servers
     # answer its health checks and report success before failing.
-    check_ports_free(planned_ports(settings))
+    check_ports_free(planned_ports(settings, airflow=airflow))
+    env = child_env(settings)
+    # A missing Airflow virtualenv fails here, before anything needs stopping.
+    pipelines = EmbeddedAirflow(settings, env) if airflow else None
     data_dir = settings.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
-    supervisor = Supervisor(data_dir / "logs")
+    logs = data_dir / "logs"
+    supervisor = Supervisor(logs)
     supervisor.install_signal_handlers()
-    env = child_env(settings)
     uri = settings.resolved_tracking_uri()
     try:
         if settings.tracking_uri is None:
             supervisor.start("mlflow", [sys.executable, "-m", "lifecycle", "tracking"], env)
-            echo(f"starting MLflow at {uri} (logs: {data_dir / 'logs'})")
-            _wait_http(supervisor, f"{uri}/health")
+            echo(f"starting MLflow at {uri} (logs: {logs})")
+        if pipelines is not None:
+            # While MLflow boots; a database Airflow cannot use stops `up` before training.
+            pipelines.migrate(logs)
+        if settings.tracking_uri is None:
+            wait_http(supervisor, f"{uri}/health")
         serving = bootstrap(settings, echo)
         supervisor.start("api", [sys.executable, "-m", "lifecycle", "serve"], env)
         # The same command as production; with no broker_url it uses the embedded transport.
         supervisor.start("worker", [sys.executable, "-m", "lifecycle", "worker"], env)
-        # The embedded mode's report schedule (docs/monitoring.md): a window with no
-        # predictions yet is one skipped line in the reports log, tried again next time.
-        every = f"{settings.report_interval:g}"
-        supervisor.start(
-            "reports", [sys.executable, "-m", "lifecycle", "drift", "--every", every], env
-        )
         supervisor.start("ui", [sys.executable, "-m", "lifecycle", "ui"], env)
+        if pipelines is not None:
+            # Once the API is starting (the DAGs' first runs call it), while the UI boots;
+            # its DAGs schedule the drift reports.
+            echo(f"starting Airflow at {pipelines.url} (logs: {logs})")
+            pipelines.start(supervisor)
         # Ready means a model is loaded, so the URLs printed below answer predictions at
         # once; without a Production version the API can only be live.
         api = settings.resolved_api_url()
-        _wait_http(supervisor, f"{api}/ready" if serving else f"{api}/health")
+        wait_http(supervisor, f"{api}/ready" if serving else f"{api}/health")
         ui = f"http://{settings.ui_host}:{settings.ui_port}"
-        _wait_http(supervisor, f"{ui}/_stcore/health")
+        wait_http(supervisor, f"{ui}/_stcore/health")
+        login = pipelines.wait_ready(supervisor) if pipelines is not None else None
         echo("")
         echo("Lifecycle is up:")
         echo(f"  Lifecycle UI             {ui}")
         echo(f"  MLflow UI and registry   {uri}")
         echo(f"  scoring API              {settings.resolved_api_url()}  (docs: /docs)")
         echo(f"  async worker             broker {_safe_url(settings.resolved_broker_url())}")
+        schedule = (
+            "drift_check DAG, hourly"
+            if login is not None
+            else "no schedule without Airflow: `lifecycle drift` runs one"
+        )
         echo(
-            f"  drift reports            {api}/reports  (every {settings.report_interval:g}s; "
-            f"newest: /reports/latest, its HTML: /reports/{{id}}.html; MLflow experiment "
+            f"  drift reports            {api}/reports  ({schedule}; newest: /reports/latest, "
+            f"its HTML: /reports/{{id}}.html; MLflow experiment "
             f"'{settings.monitoring_experiment}')"
         )
+        if login is not None:
+            echo(
+                f"  Airflow (pipelines)      {login.url}  "
+                f"(login {login.username} / {login.password})"
+            )
         if settings.worker_metrics_port:
             metrics = f"http://{settings.worker_metrics_host}:{settings.worker_metrics_port}"
             echo(f"  worker metrics           {metrics}/metrics")
@@ -138,27 +150,6 @@ def up(settings: Settings, echo: Echo) -> int:
         return 130
     finally:
         supervisor.stop_all()
-
-
-def _wait_http(supervisor: Supervisor, url: str, timeout: float = 120.0) -> None:
-    """Until `url` answers 200; a child that dies meanwhile, or Ctrl-C, ends the wait."""
-    deadline = time.monotonic() + timeout
-    while True:
-        dead = supervisor.first_exited()
-        if dead is not None:
-            raise StartupFailed(
-                f"{dead.name} exited with code {dead.process.returncode}; see {dead.log}"
-            )
-        if supervisor.stopping.is_set():
-            raise KeyboardInterrupt
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise StartupFailed(f"{url} did not answer within {timeout:g}s")
-        time.sleep(0.5)
 
 
 def _safe_url(url: str) -> str:

@@ -22,6 +22,9 @@ class DatasetConfig(_Strict):
     target: str | None = None
     categorical: list[str] = Field(default_factory=list)
     drop: list[str] = Field(default_factory=list)
+    # A file's class values → the labels the model answers with ({0: setosa, ...}); keys are
+    # matched as text, so YAML numbers and JSON strings both work.
+    class_labels: dict[Any, str] = Field(default_factory=dict)
 
 
 class DatasetsFile(_Strict):
@@ -121,3 +124,32 @@ def load_gates(conf_dir: Path) -> GatesConfig:
 
 def load_drift(conf_dir: Path) -> DriftConfig:
     return _validate(DriftConfig, conf_dir / "drift.yaml")
+
+
+class RetrainConfig(_Strict):
+    """When drift_check asks for a retrain, and how the retrain DAG promotes and waits."""
+
+    stage: Literal["Production", "Staging"] = "Production"
+    min_accuracy: float = Field(0.8, ge=0, le=1)
+    min_labelled: int = Field(30, ge=1)
+    serve_timeout: float = Field(120.0, gt=0)
+    first_prediction_wait: float = Field(60.0, ge=0)
+
+
+class BatchConfig(_Strict):
+    """How batch_scoring waits for the worker's file tasks."""
+
+    task_timeout: float = Field(600.0, gt=0)
+    poll_interval: float = Field(1.0, gt=0)
+
+
+class PipelinesConfig(_Strict):
+    """The Airflow DAGs' tuning (conf/pipelines.yaml)."""
+
+    experiment: str = Field("lifecycle-pipelines", min_length=1)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+
+
+def load_pipelines(conf_dir: Path) -> PipelinesConfig:
+    return _validate(PipelinesConfig, conf_dir / "pipelines.yaml")

@@ -24,6 +24,14 @@ EstimatorOpt = Annotated[
     str | None, typer.Option("--estimator", "-e", help="Estimator from conf/training.yaml.")
 ]
 TargetOpt = Annotated[str | None, typer.Option("--target", help="Target column (file datasets).")]
+ClassLabelsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--class-labels",
+        help='File datasets: each class value\'s label as JSON, e.g. \'{"0": "setosa"}\' '
+        "(the model answers with the label).",
+    ),
+]
 ParamOpt = Annotated[
     list[str] | None,
     typer.Option("--param", "-p", help="Estimator parameter KEY=VALUE (repeatable)."),

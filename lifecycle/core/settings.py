@@ -205,10 +205,10 @@ class Settings(BaseSettings):
         30, ge=1, description="Fewest predictions a window must hold for a drift report."
     )
     report_interval: float = Field(
-        300.0,
+        3600.0,
         gt=0,
-        description="Seconds between the reports `lifecycle up` runs; the API exports it and "
-        "an alert fires when the latest report is older than twice this.",
+        description="Seconds between scheduled reports (the drift_check DAG runs hourly); the "
+        "API exports it and an alert fires when the latest report is older than twice this.",
     )
     monitoring_experiment: str = Field(
         "lifecycle-monitoring", description="MLflow experiment holding one run per report."
@@ -232,6 +232,32 @@ class Settings(BaseSettings):
     )
     ui_timeout: float = Field(
         10.0, gt=0, description="Seconds the UI waits for one API or MLflow call."
+    )
+
+    # Airflow (pipelines/): its own virtualenv, started by `lifecycle up`.
+    airflow_venv: Path = Field(
+        PROJECT_ROOT / ".venv-airflow",
+        description="Airflow's own virtualenv (`make up` and `make test` build it).",
+    )
+    airflow_home: Path | None = Field(
+        None, description="AIRFLOW_HOME of the embedded Airflow; default: data_dir/airflow."
+    )
+    airflow_host: str = Field("127.0.0.1", description="Host Airflow's API server binds.")
+    airflow_port: int = Field(
+        8080, ge=1, le=65535, description="Port of Airflow's API server and UI."
+    )
+    airflow_log_port: int = Field(
+        8793, ge=1, le=65535, description="Port Airflow's task log server binds."
+    )
+    airflow_database_url: str | None = Field(
+        None,
+        description="Airflow's metadata database (SQLAlchemy URL); default: SQLite under "
+        "airflow_home, or database '<name>_airflow' beside a PostgreSQL database_url.",
+    )
+    pipeline_dir: Path | None = Field(
+        None,
+        description="The batch_scoring DAG's folders (inbox/, done/, failed/); "
+        "default: data_dir/pipelines.",
     )
 
     actor: str | None = Field(
@@ -291,6 +317,13 @@ class Settings(BaseSettings):
     def resolved_spool_dir(self) -> Path:
         spool = self.prediction_spool_dir
         return spool.expanduser().resolve() if spool else self.resolved_data_dir() / "spool"
+
+    def resolved_airflow_home(self) -> Path:
+        return (self.airflow_home or self.resolved_data_dir() / "airflow").expanduser().resolve()
+
+    def resolved_pipeline_dir(self) -> Path:
+        folder = self.pipeline_dir or self.resolved_data_dir() / "pipelines"
+        return folder.expanduser().resolve()
 
     def registered_model_name(self, dataset: str | None = None) -> str:
         return self.model_name or f"{dataset or self.dataset}-classifier"

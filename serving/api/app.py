@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lifecycle.core.settings import Settings
 from lifecycle.core.store import PredictionReader, PredictionStore
+from lifecycle.core.store.promotions import PromotionLog
 from lifecycle.core.store.report_index import ReportIndex
 from serving.api import (
     errors,
@@ -52,12 +53,16 @@ def create_app(
     celery: LifecycleCelery | None = None,
     reports: ReportIndex | None = None,
     predictions: PredictionReader | None = None,
+    promotions: PromotionLog | None = None,
 ) -> FastAPI:
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
     metrics = metrics or Metrics()
     # Connects on first use (a /reports request or a scrape), not here.
     reports = reports or ReportIndex(settings.resolved_database_url())
     metrics.watch_reports(reports, settings.report_interval)
+    # The retrain pipeline's outcomes (refused automatic promotions alert), read at scrape time.
+    promotions = promotions or PromotionLog(settings.resolved_database_url())
+    metrics.watch_promotions(promotions, holder.target.name)
     # The history endpoints' reader: its own engine (no writes), also connected on first use.
     predictions = predictions or PredictionReader(settings.resolved_database_url())
     services = Services(
@@ -99,6 +104,7 @@ def create_app(
                 store.stop()
             services.reports.dispose()
             services.predictions.dispose()
+            promotions.dispose()
 
     app = FastAPI(
         title="Lifecycle scoring API",

@@ -1,6 +1,6 @@
 """One `lifecycle up` for the e2e modules (it trains and registers a first model: most of a
-minute), shared in file order: the browser test (test_ui_browser.py) drives its UI, then
-test_up.py checks its URLs, scoring and scheduled report, and stops it last."""
+minute; Airflow starts beside it), shared in file order: the browser test (test_ui_browser.py)
+drives its UI, then test_up.py checks its URLs, scoring and Airflow's DAGs, and stops it last."""
 
 from __future__ import annotations
 
@@ -19,8 +19,5 @@ def shared_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
         home,
         # `up` refuses a taken port, so the worker's metrics port is a free one too.
         LIFECYCLE_WORKER_METRICS_PORT=str(free_port()),
-        # A short report schedule, so a scheduled report shows within test_up. A window needs
-        # report_min_rows (30) predictions: the browser test's few rows make none.
-        LIFECYCLE_REPORT_INTERVAL="3",
     ) as up:
         yield up

@@ -19,32 +19,14 @@ from lifecycle.core.errors import LifecycleError
 from lifecycle.core.store.report_index import ReportEntry, ReportIndex
 from reports.publish import TAG_PREFIX, VERSION_TAG_REPORT
 from reports.runner import make_report
-from reports.simulate import SimulationRequest, SimulationResult, simulate
 from reports.window import ReportRequest
 from tests.support.api import metric_value
 from tests.support.cli import cli_env, run_cli
 from tests.support.stack import Stack
+from tests.support.traffic import simulated
 from training.train import TrainRequest, train
 
 SHIFTED = ("petal length (cm)", "sepal width (cm)")
-
-
-def _traffic(stack: Stack, count: int, **options: object) -> SimulationResult:
-    request = SimulationRequest(
-        api_url=stack.api.url, count=count, seed=int(time.time()), batch_size=50, **options
-    )  # type: ignore[arg-type]
-    result = simulate(stack.settings, request)
-    assert result.answered == count
-    _wait_stored(stack, result)
-    return result
-
-
-def _wait_stored(stack: Stack, result: SimulationResult, timeout: float = 30) -> None:
-    """The store writes in the background: wait until the last row is in."""
-    deadline = time.monotonic() + timeout
-    while not stack.stored("request_id = :r", r=result.request_ids[-1]):
-        assert time.monotonic() < deadline, "simulated rows never reached the store"
-        time.sleep(0.2)
 
 
 def _artifacts(client: MlflowClient, run_id: str) -> set[str]:
@@ -54,10 +36,10 @@ def _artifacts(client: MlflowClient, run_id: str) -> set[str]:
 @pytest.fixture(scope="module")
 def reports(stack: Stack) -> Iterator[tuple[ReportEntry, ReportEntry]]:
     """An unshifted window, then one with two shifted features (400 rows each)."""
-    _traffic(stack, 400)
+    simulated(stack, 400)
     plain = make_report(stack.settings, ReportRequest(last=400)).entry
     shifts = tuple(f"{name}=+1.5" for name in SHIFTED)
-    _traffic(stack, 400, shifts=shifts)
+    simulated(stack, 400, shifts=shifts)
     shifted = make_report(stack.settings, ReportRequest(last=400)).entry
     yield plain, shifted
 
@@ -143,14 +125,14 @@ def test_api_and_metrics_show_the_newest_report(
 def test_live_quality_matches_the_feedback_sent_per_version(
     stack: Stack, reports: tuple[ReportEntry, ReportEntry]
 ) -> None:
-    first = _traffic(stack, 400, feedback_accuracy=0.7)
+    first = simulated(stack, 400, feedback_accuracy=0.7)
     assert first.version == "1"
     v2 = train(stack.settings, TrainRequest(dataset="iris", register=True, model_name=stack.name))
     MlflowClient(stack.settings.resolved_tracking_uri()).transition_model_version_stage(
         stack.name, str(v2.version), "Production", archive_existing_versions=True
     )
     _wait_serving(stack, str(v2.version))
-    second = _traffic(stack, 400, feedback_accuracy=0.9)
+    second = simulated(stack, 400, feedback_accuracy=0.9)
     assert second.version == str(v2.version)
 
     report = make_report(
@@ -232,7 +214,7 @@ def test_cli_prints_the_table_writes_html_and_fails_on_drift_when_asked(
     stack: Stack, reports: tuple[ReportEntry, ReportEntry], tmp_path: Path
 ) -> None:
     env = cli_env(stack.settings, LIFECYCLE_MODEL_NAME=stack.name)
-    _traffic(stack, 200, shifts=tuple(f"{name}=+1.5" for name in SHIFTED))
+    simulated(stack, 200, shifts=tuple(f"{name}=+1.5" for name in SHIFTED))
     html = tmp_path / "drift.html"
     done = run_cli("drift", "--last", "200", "--html", str(html), "--fail-on-drift", env=env)
     assert done.returncode == 3, done.stderr

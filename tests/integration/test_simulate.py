@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -171,3 +172,29 @@ def test_bad_shift_is_one_line_and_exit_2(stack: Stack, shift: str, fragment: st
     result = run_cli("simulate", "--shift", shift, "--api", stack.api.url, env=_cli_env(stack))
     assert_one_line_error(result, f"--shift '{shift}'", fragment)
     assert result.returncode == 2
+
+
+def test_out_writes_the_drawn_rows_to_a_file_and_sends_none(
+    stack: Stack, reader: PredictionReader, tmp_path: Path
+) -> None:
+    before = reader.count(stack.name)
+    out = tmp_path / "inbox" / "rows.parquet"
+    result = run_cli(
+        "simulate",
+        "-n",
+        "50",
+        "--shift",
+        "petal length (cm)=+10",
+        "--out",
+        str(out),
+        "--api",
+        stack.api.url,
+        env=_cli_env(stack),
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"wrote 50 rows to {out}" in result.stdout
+    rows = pd.read_parquet(out)
+    assert list(rows.columns) == FEATURES and len(rows) == 50
+    assert rows["petal length (cm)"].min() >= 10  # shifted: every training row is >= 1
+    assert not list(out.parent.glob("*.partial"))
+    assert reader.count(stack.name) == before  # nothing was sent

@@ -53,21 +53,30 @@ class UpProcess:
 
 
 @contextmanager
-def lifecycle_up(data_dir: Path, timeout: float = 240, **extra_env: str) -> Iterator[UpProcess]:
+def lifecycle_up(
+    data_dir: Path, *args: str, timeout: float = 300, **extra_env: str
+) -> Iterator[UpProcess]:
+    """`lifecycle up *args` (with Airflow unless "--no-airflow" is among them)."""
+    # The Airflow a custom `make AIRFLOW_VENV=...` built (cli_env drops LIFECYCLE_*).
+    venv = os.environ.get("LIFECYCLE_AIRFLOW_VENV")
+    passed = {"LIFECYCLE_AIRFLOW_VENV": venv} if venv else {}
     env = cli_env(
         LIFECYCLE_DATA_DIR=str(data_dir),
         LIFECYCLE_TRACKING_PORT=str(free_port()),
         PYTHONUNBUFFERED="1",
-        # `up` starts the API and the UI too: free ports, so a busy :8000 or :8501 cannot
-        # fail the run.
+        # `up` starts the API, the UI and Airflow too: free ports, so a busy :8000, :8501,
+        # :8080 or :8793 cannot fail the run.
         **{
             "LIFECYCLE_API_PORT": str(free_port()),
             "LIFECYCLE_UI_PORT": str(free_port()),
+            "LIFECYCLE_AIRFLOW_PORT": str(free_port()),
+            "LIFECYCLE_AIRFLOW_LOG_PORT": str(free_port()),
+            **passed,
             **extra_env,
         },
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lifecycle", "up"],
+        [sys.executable, "-m", "lifecycle", "up", *args],
         env=env,
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,

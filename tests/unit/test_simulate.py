@@ -18,6 +18,7 @@ from reports.simulate import (
     Shift,
     SimulationRequest,
     SimulationResult,
+    draw,
     draw_rows,
     feedback_label,
     parse_shift,
@@ -108,6 +109,10 @@ def test_pacer_sleeps_to_the_rate() -> None:
         ({"rate": -1.0}, "--rate"),
         ({"feedback_accuracy": 1.5}, "--feedback-accuracy"),
         ({"via": "grpc"}, "--via"),
+        ({"out": Path("rows.json")}, "--out"),
+        ({"out": Path("rows.csv"), "feedback_accuracy": 0.9}, "--out"),
+        ({"out": Path("rows.csv"), "feedback_truth": True}, "--out"),
+        ({"feedback_truth": True, "feedback_accuracy": 0.9}, "--feedback-truth"),
     ],
 )
 def test_request_check(change: dict[str, object], message: str) -> None:
@@ -140,3 +145,20 @@ def test_bad_shift_expression_is_refused_before_any_call(tmp_path: Path) -> None
     result = run_cli("simulate", "--shift", "petal length (cm)=+x", "--api", api, env=env)
     assert_one_line_error(result, "--shift 'petal length (cm)=+x'", "FEATURE=+X")
     assert result.returncode == 2
+
+
+def test_summary_of_written_rows() -> None:
+    result = SimulationResult("iris", "3", "t", sent=10, written=Path("/in/rows.csv"))
+    assert result.summary() == "wrote 10 rows to /in/rows.csv (iris version 3's training rows)"
+
+
+def test_draw_gives_each_row_its_own_training_label() -> None:
+    rows = pd.DataFrame({"x": [float(i) for i in range(10)]})
+    schema = FeatureSchema((Feature("x", "numeric"),), "y", (), ())
+    served = Served("m", "1", "r", schema, rows, tuple(f"c{i}" for i in range(10)))
+    shifts = resolve_shifts(["x=+100"], schema)
+    drawn, labels = draw(served, 50, shifts, np.random.default_rng(3))
+    assert len(drawn) == len(labels) == 50
+    assert all(label == f"c{int(row[0]) - 100}" for row, label in zip(drawn, labels, strict=True))
+    # The same draw as draw_rows: feedback does not change the rows sent.
+    assert drawn == draw_rows(served, 50, shifts, np.random.default_rng(3))
