@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.async_bench --write-docs $(ASYNC_BENCH_ARGS)
 	$(BIN)/python -m benchmarks.drift_bench --write-docs $(DRIFT_BENCH_ARGS)
 	$(BIN)/python -m benchmarks.history_bench --write-docs $(HISTORY_BENCH_ARGS)
+	$(BIN)/python -m benchmarks.store_write --write-docs $(STORE_BENCH_ARGS)
 
 # The README's UI screenshots (docs/images/): `lifecycle up` in a temporary directory, some
 # traffic and a report, then headless Chromium (Debian's `chromium` package).

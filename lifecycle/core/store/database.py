@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from lifecycle.core.errors import LifecycleError
+from lifecycle.core.store.copy import copy_insert, copy_supported
 from lifecycle.core.store.tables import (
     PredictionRecord,
     classification_stats,
@@ -69,6 +70,9 @@ class PredictionDatabase:
         self.engine: Engine = make_engine(database_url)
         self.max_rows_per_insert = max_rows_per_insert(self.engine)
         self._insert_stmt = insert_predictions(self.engine)
+        # PostgreSQL through psycopg2 loads batches with COPY (copy.py); one row, and SQLite,
+        # keep the INSERT.
+        self._copy = copy_supported(self.engine)
         self._on_rejected = on_rejected
         self._schema_lock = threading.Lock()
         self._schema_ready = False
@@ -133,6 +137,8 @@ class PredictionDatabase:
     def _execute_insert(self, rows: list[dict[str, Any]]) -> int:
         try:
             with self._connect() as conn, conn.begin():
+                if self._copy and len(rows) > 1:
+                    return copy_insert(conn, rows)
                 return len(conn.execute(self._insert_stmt, rows).all())
         except sa.exc.SQLAlchemyError as exc:
             raise_unavailable(exc)
