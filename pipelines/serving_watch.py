@@ -14,6 +14,7 @@ from lifecycle.core.config import RetrainConfig
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.settings import Settings
 from lifecycle.core.store.promotions import PromotionLog
+from lifecycle.core.store.read import PredictionReader
 from pipelines.api import ServiceUnreachable, api_version, worker_version
 from registry.stages import normalize_stage
 
@@ -77,10 +78,11 @@ def first_prediction(
     settings: Settings, config: RetrainConfig, model_name: str, version: str
 ) -> dict[str, Any]:
     log = PromotionLog(settings.resolved_database_url())
+    reader = PredictionReader.from_settings(settings)
     try:
         deadline = time.monotonic() + config.first_prediction_wait
         while True:
-            found = log.first_prediction(model_name, version)
+            found = reader.first(model_name, version)
             if found is not None or time.monotonic() >= deadline:
                 break
             time.sleep(1.0)
@@ -93,6 +95,7 @@ def first_prediction(
         request_id, created_at = found
         log.mark_first_prediction(model_name, version, request_id)
     finally:
+        reader.dispose()
         log.dispose()
     print(f"first prediction by {model_name} v{version}: {request_id} at {created_at.isoformat()}")
     return {"request_id": request_id, "created_at": created_at.isoformat()}

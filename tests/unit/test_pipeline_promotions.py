@@ -13,6 +13,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lifecycle.core.store.promotions import AutomaticPromotion, PromotionLog
+from lifecycle.core.store.read import PredictionReader
 from lifecycle.core.store.tables import metadata, predictions
 from serving.metrics import Metrics
 
@@ -89,8 +90,9 @@ def test_served_and_first_prediction_mark_the_newest_row_of_the_version(
     assert not log.mark_served("iris", "9", at)
 
 
-def test_first_prediction_is_the_oldest_of_that_version(db_url: str, log: PromotionLog) -> None:
-    assert log.first_prediction("iris", "2") is None  # no predictions table yet
+def test_first_prediction_is_the_oldest_of_that_version(db_url: str) -> None:
+    reader = PredictionReader(db_url)
+    assert reader.first("iris", "2") is None  # no predictions table yet
     engine = sa.create_engine(db_url)
     metadata.create_all(engine)
     now = datetime.now(UTC)
@@ -113,9 +115,10 @@ def test_first_prediction_is_the_oldest_of_that_version(db_url: str, log: Promot
                 )
             )
     engine.dispose()
-    found = log.first_prediction("iris", "2")
+    found = reader.first("iris", "2")
     assert found is not None and found[0] == "b"
-    assert log.first_prediction("iris", "3") is None
+    assert reader.first("iris", "3") is None
+    reader.dispose()
 
 
 def test_counter_shows_the_served_models_series_at_zero_before_any_row(

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from lifecycle.core.errors import LifecycleError
-from lifecycle.core.store.tables import as_utc, make_engine, predictions
+from lifecycle.core.store.tables import as_utc, make_engine
 
 OUTCOMES = ("promoted", "refused", "failed")
 
@@ -117,27 +117,6 @@ class PromotionLog:
         stmt = sa.select(c.model_name, c.outcome, sa.func.count()).group_by(c.model_name, c.outcome)
         with self._begin() as conn:
             return {(str(m), str(o)): int(n) for m, o, n in conn.execute(stmt)}
-
-    def first_prediction(self, model_name: str, version: str) -> tuple[str, datetime] | None:
-        """(request id, time) of the oldest stored prediction by that version, or None (also
-        when the prediction store has no table yet)."""
-        p = predictions.c
-        stmt = (
-            sa.select(p.request_id, p.created_at)
-            .where(p.model_name == model_name, p.model_version == version)
-            .order_by(p.created_at, p.request_id)
-            .limit(1)
-        )
-        try:
-            with self._engine.connect() as conn:
-                if not sa.inspect(conn).has_table(predictions.name):
-                    return None
-                row = conn.execute(stmt).first()
-        except sa.exc.SQLAlchemyError as exc:
-            raise PromotionLogUnavailable(
-                f"prediction store unavailable ({type(exc).__name__})"
-            ) from exc
-        return None if row is None else (str(row[0]), as_utc(row[1]))
 
     def _update_latest(self, model_name: str, version: str, **values: Any) -> bool:
         found = self.latest(model_name, version)

@@ -178,6 +178,18 @@ class PredictionReader:
         rows = self._rows(queries.labelled(self._dialect, where, last))
         return predictions_frame(rows, LABELLED_COLUMNS, reverse=last is not None)
 
+    def first(self, model_name: str, version: str) -> tuple[str, datetime] | None:
+        """(request id, time) of the oldest stored prediction by that version, or None."""
+        p = predictions.c
+        stmt = (
+            sa.select(p.request_id, p.created_at)
+            .where(p.model_name == model_name, p.model_version == version)
+            .order_by(p.created_at, p.request_id)
+            .limit(1)
+        )
+        rows = self._rows(stmt)
+        return (str(rows[0][0]), as_utc(rows[0][1])) if rows else None
+
     def page(
         self,
         model_name: str,
