@@ -19,17 +19,6 @@ class ServiceUnreachable(LifecycleError):
     status_code = 503
 
 
-def detail(response: httpx.Response) -> str:
-    """The one line an error answer carries (`{"detail": ...}`), else the start of its body."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("detail"):
-        return str(body["detail"])
-    return response.text.strip()[:300] or response.reason_phrase
-
-
 def api_version(client: httpx.Client) -> str | None:
     """The version the API serves now (GET /model), None while it serves none (503)."""
     try:

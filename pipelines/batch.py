@@ -21,7 +21,8 @@ import httpx
 
 from lifecycle.core.config import BatchConfig
 from lifecycle.core.errors import LifecycleError
-from pipelines.api import ServiceUnreachable, detail
+from pipelines.api import ServiceUnreachable
+from reports.simulate import answer_detail
 
 INBOX, PROCESSING, DONE, FAILED = "inbox", "processing", "done", "failed"
 CONTENT_TYPES = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet"}
@@ -123,11 +124,11 @@ def _submit(
         # The broker or the API is down, not the file wrong: it waits for the next run.
         _back_to_inbox(folders, source)
         raise ServiceUnreachable(
-            f"API at {client.base_url} answered {response.status_code} ({detail(response)}): "
-            f"{source.name} returned to inbox/"
+            f"API at {client.base_url} answered {response.status_code} "
+            f"({answer_detail(response)}): {source.name} returned to inbox/"
         )
     if response.status_code != 202:
-        return None, f"refused by the API: HTTP {response.status_code}: {detail(response)}"
+        return None, f"refused by the API: HTTP {response.status_code}: {answer_detail(response)}"
     return str(response.json()["task_id"]), ""
 
 
@@ -161,7 +162,7 @@ def _download(client: httpx.Client, folders: Folders, source: Path, task_id: str
             response.read()
             raise LifecycleError(
                 f"{source.name}: output of task {task_id} unavailable: "
-                f"HTTP {response.status_code}: {detail(response)}"
+                f"HTTP {response.status_code}: {answer_detail(response)}"
             )
         with partial.open("wb") as fh:
             for chunk in response.iter_bytes():

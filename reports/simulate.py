@@ -306,7 +306,8 @@ class ApiClient:
             raise ApiError(f"API unreachable at {self.url}: {exc or type(exc).__name__}") from None
         if response.status_code >= 400:
             raise ApiError(
-                f"API answered {method} {path} with {response.status_code}: {_detail(response)}"
+                f"API answered {method} {path} with {response.status_code}: "
+                f"{answer_detail(response)}"
             )
         try:
             answer = response.json()
@@ -317,7 +318,7 @@ class ApiClient:
         return answer
 
 
-def _detail(response: httpx.Response) -> str:
+def answer_detail(response: httpx.Response) -> str:
     """The API's one-line `detail`, or the start of whatever else came back."""
     try:
         body = response.json()

@@ -14,10 +14,8 @@ from typing import Any
 from airflow.sdk import dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 from lifecycle_common import (
-    DEFAULT_ARGS,
-    MACROS,
+    DAG_ARGS,
     PROJECT_PYTHON,
-    START,
     TAG_DAG_RUN,
     experiment_id,
     mlflow_api,
@@ -27,13 +25,8 @@ from lifecycle_common import (
 @dag(
     dag_id="batch_scoring",
     schedule="*/30 * * * *",
-    start_date=START,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    user_defined_macros=MACROS,
-    tags=["lifecycle"],
     doc_md=__doc__,
+    **DAG_ARGS,
 )
 def batch_scoring() -> None:
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)

@@ -12,19 +12,14 @@ from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, get_current_context, task
-from lifecycle_common import DEFAULT_ARGS, MACROS, PROJECT_PYTHON, START, TAG_DAG_RUN, set_run_tags
+from lifecycle_common import DAG_ARGS, PROJECT_PYTHON, TAG_DAG_RUN, set_run_tags
 
 
 @dag(
     dag_id="drift_check",
     schedule="@hourly",
-    start_date=START,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    user_defined_macros=MACROS,
-    tags=["lifecycle"],
     doc_md=__doc__,
+    **DAG_ARGS,
 )
 def drift_check() -> None:
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)

@@ -29,6 +29,15 @@ DEFAULT_ARGS: dict[str, Any] = {
     # The hook's requests carry no timeout of their own: this bounds every task.
     "execution_timeout": timedelta(minutes=30),
 }
+# What every Lifecycle DAG shares: one run at a time, no backfill of missed slots.
+DAG_ARGS: dict[str, Any] = {
+    "start_date": START,
+    "catchup": False,
+    "max_active_runs": 1,
+    "default_args": DEFAULT_ARGS,
+    "user_defined_macros": MACROS,
+    "tags": ["lifecycle"],
+}
 # Lineage tags: drift report → retrain run → model version → first prediction served.
 TAG_REPORT_ID = "lifecycle.drift_report_id"
 TAG_RETRAIN_RUN = "lifecycle.retrain_run_id"

@@ -21,10 +21,8 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 from lifecycle_common import (
-    DEFAULT_ARGS,
-    MACROS,
+    DAG_ARGS,
     PROJECT_PYTHON,
-    START,
     TAG_DAG_RUN,
     TAG_FIRST_REQUEST,
     TAG_REPORT_ID,
@@ -42,18 +40,13 @@ _REPORT_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 @dag(
     dag_id="retrain",
     schedule=None,
-    start_date=START,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    user_defined_macros=MACROS,
     params={
         "report_id": Param(
             None, type=["null", "string"], description="The drift report that asked for it."
         )
     },
-    tags=["lifecycle"],
     doc_md=__doc__,
+    **DAG_ARGS,
 )
 def retrain() -> None:
     @task

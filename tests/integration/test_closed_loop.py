@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipelines.api import served_version
 from tests.support.airflow import AirflowServices, airflow_services
 from tests.support.api import IRIS_ROW, metric_value
 from tests.support.stack import Stack
@@ -69,14 +70,6 @@ def _first_run(airflow: AirflowServices, dag_id: str, timeout: float = 120) -> d
     return runs[0]
 
 
-def _worker_version(stack: Stack) -> str | None:
-    text = httpx.get(stack.worker_metrics_url(), timeout=5).text
-    for line in text.splitlines():
-        if line.startswith("lifecycle_model_info{") and line.endswith(" 1.0"):
-            return line.split('version="', 1)[1].split('"', 1)[0]
-    return None
-
-
 def test_drift_retrains_gates_promotes_and_serves_v2_with_lineage(
     stack: Stack, airflow: AirflowServices
 ) -> None:
@@ -110,7 +103,8 @@ def test_drift_retrains_gates_promotes_and_serves_v2_with_lineage(
     # Both scoring paths serve v2, and did so within the poll interval of the promotion (plus
     # the load and smoke test of the new version).
     assert httpx.get(f"{stack.api.url}/model").json()["version"] == version
-    assert _worker_version(stack) == version
+    worker = httpx.get(stack.worker_metrics_url(), timeout=5).text
+    assert served_version(worker, stack.name) == version
     # v2 answers with v1's class labels, though it was trained from a file of class values.
     answer = httpx.post(f"{stack.api.url}/predict", json={"features": IRIS_ROW}).json()
     assert answer["label"] == "setosa" and answer["model"]["version"] == version

@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 def dags(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> DagEnv:
     env = DagEnv(
         tmp_path_factory.mktemp("airflow"),
+        stack.settings,
         {**stack.env, "LIFECYCLE_API_URL": stack.api.url},
     )
     env.migrate()
@@ -138,6 +139,7 @@ def test_retrain_refused_by_the_gates_fails_and_leaves_v1_serving(
 ) -> None:
     refusing = DagEnv(
         tmp_path / "airflow",
+        stack.settings,
         {
             **stack.env,
             "LIFECYCLE_API_URL": stack.api.url,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from lifecycle.core.settings import Settings
 from tests.support.dags import DagEnv
 
 EXTERNAL = "_PythonExternalDecoratedOperator"
@@ -18,7 +19,7 @@ LIFECYCLE_PACKAGES = ("pipelines", "lifecycle", "serving", "reports", "registry"
 
 @pytest.fixture(scope="module")
 def dags(tmp_path_factory: pytest.TempPathFactory) -> DagEnv:
-    env = DagEnv(tmp_path_factory.mktemp("airflow"), {})
+    env = DagEnv(tmp_path_factory.mktemp("airflow"), Settings(), {})
     env.migrate()
     return env
 

@@ -18,17 +18,15 @@ SCRIPT = PROJECT_ROOT / "pipelines" / "airflow" / "dag_test.py"
 
 
 class DagEnv:
-    """An AIRFLOW_HOME migrated once, and the environment of Lifecycle's settings (`lifecycle`
-    variables of the stack the DAGs talk to)."""
+    """An AIRFLOW_HOME migrated once; Airflow's environment from `settings` (as `up` builds
+    it), with `lifecycle_env` (the `LIFECYCLE_*` variables the tasks read) on top."""
 
-    def __init__(self, home: Path, lifecycle_env: dict[str, str]) -> None:
+    def __init__(self, home: Path, settings: Settings, lifecycle_env: dict[str, str]) -> None:
         self.home = home
-        base = {**os.environ, **lifecycle_env, "LIFECYCLE_AIRFLOW_HOME": str(home)}
-        settings = Settings(_env_file=None, **_settings_from(base))  # type: ignore[call-arg]
-        self.settings = settings
-        self.airflow = airflow_bin(settings)
+        self.settings = settings.model_copy(update={"airflow_home": home})
+        self.airflow = airflow_bin(self.settings)
         self.python = str(self.airflow.parent / "python")
-        self.env = airflow_env(settings, base, sys.executable)
+        self.env = airflow_env(self.settings, {**os.environ, **lifecycle_env}, sys.executable)
         # SQLite under this home, whatever database the stack's settings name.
         self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home / 'airflow.db'}"
         home.mkdir(parents=True, exist_ok=True)
@@ -72,16 +70,3 @@ class DagEnv:
 
     def test(self, dag_id: str, conf: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
         return self.script("test", dag_id, "--conf", json.dumps(conf or {}))
-
-
-def _settings_from(env: dict[str, str]) -> dict[str, str]:
-    """Settings' fields named by LIFECYCLE_* variables (and MLflow's tracking URI)."""
-    fields = {}
-    for key, value in env.items():
-        if key.startswith("LIFECYCLE_"):
-            name = key.removeprefix("LIFECYCLE_").lower()
-            if name in Settings.model_fields:
-                fields[name] = value
-    if "MLFLOW_TRACKING_URI" in env:
-        fields["tracking_uri"] = env["MLFLOW_TRACKING_URI"]
-    return fields

@@ -225,7 +225,7 @@ def test_the_served_version_is_the_model_info_series_at_one() -> None:
 
 
 def test_an_api_error_body_is_one_line() -> None:
-    from pipelines.api import detail
+    from reports.simulate import answer_detail as detail
 
     assert detail(httpx.Response(415, json={"detail": "content type must be ..."})) == (
         "content type must be ..."
