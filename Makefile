@@ -52,13 +52,15 @@ unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 # Side by side with `mlflow models serve` on the same model; writes docs/benchmarks.md.
-# Needs wrk (`apt-get install wrk`). BENCH_ARGS="--duration 20 --workers 2" to change the run.
+# Needs wrk (`apt-get install wrk`). BENCH_ARGS="--duration 20 --rounds 5" to change the run,
+# BENCH_ARGS=--quick for a short try.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.async_bench --write-docs $(ASYNC_BENCH_ARGS)
 	$(BIN)/python -m benchmarks.drift_bench --write-docs $(DRIFT_BENCH_ARGS)
 	$(BIN)/python -m benchmarks.history_bench --write-docs $(HISTORY_BENCH_ARGS)
 	$(BIN)/python -m benchmarks.store_write --write-docs $(STORE_BENCH_ARGS)
+	$(BIN)/python -m benchmarks.batch_file --write-docs $(BATCH_BENCH_ARGS)
 
 # The README's UI screenshots (docs/images/): `lifecycle up` in a temporary directory, some
 # traffic and a report, then headless Chromium (Debian's `chromium` package).

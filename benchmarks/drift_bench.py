@@ -116,7 +116,8 @@ def fill(db_url: str, run_id: str, rows: int, hours: float, seed: int, chunk: in
     (tables, COPY, ANALYZE)."""
     from sklearn.datasets import load_wine
 
-    from lifecycle.core.store.tables import metadata
+    from lifecycle.core.store.database import PredictionDatabase
+    from lifecycle.core.store.partitions import days_between, ensure_day_partitions
 
     bunch = load_wine(as_frame=True)
     names = list(bunch.feature_names)
@@ -138,7 +139,13 @@ def fill(db_url: str, run_id: str, rows: int, hours: float, seed: int, chunk: in
     engine = sa.create_engine(db_url)
     started = time.perf_counter()
     try:
-        metadata.create_all(engine)
+        # The tables as the application makes them; on PostgreSQL a partition per day of the span.
+        store = PredictionDatabase(db_url, on_rejected=lambda _: None)
+        store.ensure_schema()
+        store.dispose()
+        with engine.begin() as conn:
+            span = [datetime.fromtimestamp(t, UTC) for t in (now - hours * 3600, now)]
+            ensure_day_partitions(conn, days_between(*span))
         raw = engine.raw_connection()
         try:
             cursor = raw.cursor()
@@ -404,7 +411,13 @@ def table_mb(db_url: str) -> float:
     engine = sa.create_engine(db_url)
     try:
         with engine.connect() as conn:
-            size = conn.execute(sa.text("SELECT pg_total_relation_size('predictions')"))
+            # Partitioned: the partitions' sizes (the parent's own is 0).
+            size = conn.execute(
+                sa.text(
+                    "SELECT sum(pg_total_relation_size(relid)) "
+                    "FROM pg_partition_tree('predictions')"
+                )
+            )
             return int(size.scalar_one()) / 2**20
     finally:
         engine.dispose()

@@ -3,8 +3,9 @@
     python -m benchmarks.history_bench [--rows 1000000] [--rounds 7] [--write-docs]
 
 All local and real: a fresh PostgreSQL database (on LIFECYCLE_TEST_POSTGRES_URL's server, or
-postgres@127.0.0.1:5432) gets the prediction store's tables and indexes (`metadata.create_all`,
-as the application creates them), then --rows predictions made by one INSERT ... SELECT over
+postgres@127.0.0.1:5432) gets the prediction store's tables and indexes as the application
+creates them (`PredictionDatabase.ensure_schema`; on PostgreSQL a partition per day of the
+span), then --rows predictions made by one INSERT ... SELECT over
 generate_series: three versions one after another (the last two overlapping, as a canary
 does), sources rest/async/batch 70/20/10 %, three classes, long-tailed latencies, all within
 the last --hours (so the default 24 h range of GET /predictions/stats aggregates every row),
@@ -103,21 +104,33 @@ FROM predictions WHERE hashtext(request_id) % 20 = 0
 def fill(db_url: str, rows: int, hours: float) -> dict[str, Any]:
     """Tables, rows, feedback, VACUUM ANALYZE (what autovacuum does to a table this size);
     returns seconds and sizes."""
-    from lifecycle.core.store.tables import metadata
+    from lifecycle.core.store.database import PredictionDatabase
+    from lifecycle.core.store.partitions import days_between, ensure_day_partitions
 
     engine = sa.create_engine(db_url)
     try:
         t0 = time.perf_counter()
-        metadata.create_all(engine)
+        store = PredictionDatabase(db_url, on_rejected=lambda _: None)
+        store.ensure_schema()  # the tables as the application makes them, then a partition a day
+        store.dispose()
+        now = datetime.now(UTC)
+        with engine.begin() as conn:
+            ensure_day_partitions(conn, days_between(now - timedelta(hours=hours), now))
         with engine.begin() as conn:
             conn.execute(sa.text(FILL), {"n": rows, "span": hours * 3600, "model": MODEL})
             feedback = conn.execute(sa.text(FEEDBACK)).rowcount
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(sa.text("VACUUM ANALYZE predictions"))
             conn.execute(sa.text("VACUUM ANALYZE feedback"))
-            table = conn.execute(sa.text("SELECT pg_relation_size('predictions')")).scalar_one()
+            # Partitioned on PostgreSQL: the sizes are the partitions'.
+            table = conn.execute(
+                sa.text("SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('predictions')")
+            ).scalar_one()
             total = conn.execute(
-                sa.text("SELECT pg_total_relation_size('predictions')")
+                sa.text(
+                    "SELECT sum(pg_total_relation_size(relid)) "
+                    "FROM pg_partition_tree('predictions')"
+                )
             ).scalar_one()
             version = conn.execute(sa.text("SHOW server_version")).scalar_one()
         return {

@@ -1,13 +1,20 @@
 """`make bench`: `mlflow models serve` and Lifecycle on the same registered model, same load.
 
 Starts an embedded tracking server in a scratch directory, trains and registers the iris
-model, then serves it three ways with the same number of uvicorn workers: `mlflow models
-serve`, `lifecycle serve` (prediction logging and metrics on), and a constant FastAPI
-endpoint (the framework ceiling). wrk (Debian's, with benchmarks/post.lua) sends the same
-bodies to each. Last, a hot swap under load: v2 is promoted while wrk runs, and a probe
-measures the time to the first answer from v2. Results go to docs/benchmarks.md.
+model, then serves it side by side with the same number of uvicorn workers: `mlflow models
+serve`, `lifecycle serve` (prediction log on PostgreSQL, metrics on), and two constant
+endpoints (FastAPI, the ceiling the comparison is stated against, and bare ASGI, uvicorn's own
+ceiling). wrk (Debian's, with benchmarks/post.lua) sends the same bodies to each.
 
-    python -m benchmarks.run [--duration 10] [--workers 2] [--database-url URL]
+The method (docs/benchmarks.md, "Reading the numbers"): every server is warmed up with load
+that is not recorded, then rounds alternate between the servers (A B C A B C ...), and each
+figure is the median and the best of its rounds; ratios are taken from medians and from bests.
+After the 100-row batches the store is checked to hold every row Lifecycle answered. Last, a
+hot swap under load: v2 is promoted while wrk runs, and a probe measures the time to the
+first answer from v2. Results go to docs/benchmarks.md.
+
+    python -m benchmarks.run [--duration 8] [--rounds 3] [--warmup 3] [--workers 2]
+                             [--database-url URL] [--quick]
 """
 
 from __future__ import annotations
@@ -18,21 +25,23 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
-from tests.support.services import free_port, stop_process_group, wait_http
+from tests.support.services import free_port, stop_process_group, temp_database, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "benchmarks" / "post.lua"
@@ -159,17 +168,108 @@ def machine() -> dict[str, str]:
     }
 
 
+# Single-row requests at 32 connections, then 100-row batches at 8: (run key, server, path,
+# body, connections). Rounds cycle through each phase's runs in this order.
+SINGLE = (
+    ("mlflow/single/32", "mlflow", "/invocations", "single", 32),
+    ("lifecycle/single/32", "lifecycle", "/invocations", "single", 32),
+    ("lifecycle-predict/single/32", "lifecycle", "/predict", "reference", 32),
+    ("constant/single/32", "constant", "/invocations", "single", 32),
+    ("constant-asgi/single/32", "constant-asgi", "/invocations", "single", 32),
+)
+BATCH = (
+    ("mlflow/batch/8", "mlflow", "/invocations", "batch", 8),
+    ("lifecycle/batch/8", "lifecycle", "/invocations", "batch", 8),
+)
+BATCH_ROWS = 100
+
+
+def alternate(
+    plan: tuple[tuple[str, str, str, str, int], ...],
+    servers: dict[str, Server],
+    files: dict[str, Path],
+    rounds: int,
+    duration: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """`rounds` rounds of every run in `plan`, one after another (A B C A B C ...)."""
+    out: dict[str, list[dict[str, Any]]] = {key: [] for key, *_ in plan}
+    for r in range(rounds):
+        for key, server, path, body, connections in plan:
+            result = wrk(servers[server].url, path, files[body], connections, duration)
+            out[key].append(result)
+            print(f"round {r + 1}/{rounds} {key}: {result['rps']:,.0f} req/s", flush=True)
+    return out
+
+
+def summarise(rounds: list[dict[str, Any]], rows: int = 1) -> dict[str, Any]:
+    rps = [x["rps"] * rows for x in rounds]
+    return {
+        "median": statistics.median(rps),
+        "best": max(rps),
+        "rounds": rps,
+        "p99_ms": statistics.median(x["p99_ms"] for x in rounds),
+        "errors": sum(x["errors"] for x in rounds),
+        "requests": sum(x["requests"] for x in rounds),
+        "command": rounds[0]["command"],
+    }
+
+
+def stored_rows(database_url: str) -> int:
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def wait_stored(database_url: str, expected: int, timeout: float = 120) -> int:
+    """Rows in the store once it holds `expected` or stops growing (then the caller reports
+    the shortfall)."""
+    deadline = time.monotonic() + timeout
+    last, still = -1, 0
+    while True:
+        n = stored_rows(database_url)
+        still = still + 1 if n == last else 0
+        if n >= expected or still >= 10 or time.monotonic() > deadline:
+            return n
+        last = n
+        time.sleep(0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="Seconds per wrk run.")
+    parser.add_argument("--duration", type=int, default=8, help="Seconds per recorded round.")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternated rounds per server.")
+    parser.add_argument("--warmup", type=int, default=3, help="Unrecorded seconds per server.")
     parser.add_argument("--workers", type=int, default=2, help="Workers for every server.")
-    parser.add_argument("--database-url", help="Prediction store (default: SQLite in scratch).")
+    parser.add_argument(
+        "--database-url",
+        help="Lifecycle's prediction store (default: a scratch database on the local "
+        "PostgreSQL, as in the tests).",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="A short try: 2 rounds of 3 s, 1 s of warm-up."
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds, args.warmup = 3, 2, 1
     if shutil.which("wrk") is None:
         print("error: wrk not found; install it with `apt-get install wrk`", file=sys.stderr)
         return 2
+    given = argv if argv is not None else sys.argv[1:]
+    argv_text = " ".join(["python -m benchmarks.run", *given])
+    with ExitStack() as stack:
+        database_url = args.database_url or stack.enter_context(temp_database("lc_bench"))
+        results = run(args, database_url)
+    results["argv"] = argv_text
+    write_section(args.out, render(results))
+    print(f"wrote {args.out}")
+    return 0
 
+
+def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     from lifecycle.core import mlflow_gateway
     from lifecycle.core.settings import Settings
     from training.train import TrainRequest, train
@@ -187,18 +287,21 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "machine": machine(),
         "workers": args.workers,
-        "store": "PostgreSQL" if args.database_url else "SQLite (embedded default)",
-        "argv": " ".join(
-            ["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]
-        ),
+        "rounds": args.rounds,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "store": "PostgreSQL",
     }
-    with start(
-        "mlflow-tracking",
-        [py, "-m", "lifecycle", "tracking"],
-        tracking_env,
-        f"{tracking_uri}/health",
-        logs,
-    ):
+    with ExitStack() as stack:
+        stack.enter_context(
+            start(
+                "mlflow-tracking",
+                [py, "-m", "lifecycle", "tracking"],
+                tracking_env,
+                f"{tracking_uri}/health",
+                logs,
+            )
+        )
         settings = Settings(
             tracking_uri=tracking_uri, data_dir=scratch / "data", experiment_name="bench"
         )
@@ -212,96 +315,111 @@ def main(argv: list[str] | None = None) -> int:
         names = [
             f["name"] for f in mlflow_gateway.model_metadata(f"models:/{MODEL}/{v1}")["features"]
         ]
-        single = scratch / "single.json"
-        single.write_text(json.dumps({"dataframe_split": {"columns": names, "data": [ROW]}}))
-        reference = scratch / "reference.json"
-        reference.write_text(json.dumps({"features": ROW}))
-        batch = scratch / "batch.json"
-        batch.write_text(json.dumps({"dataframe_split": {"columns": names, "data": [ROW] * 100}}))
-
-        env = {**base_env, "MLFLOW_TRACKING_URI": tracking_uri}
-        w = str(args.workers)
-        mlflow_port, lifecycle_port, constant_port = free_port(), free_port(), free_port()
-        servers = {
-            "mlflow": (
-                [
-                    py,
-                    "-m",
-                    "mlflow",
-                    "models",
-                    "serve",
-                    "-m",
-                    f"models:/{MODEL}/{v1}",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(mlflow_port),
-                    "-w",
-                    w,
-                    "--env-manager",
-                    "local",
-                ],
-                env,
-                f"http://127.0.0.1:{mlflow_port}/ping",
-            ),
-            "lifecycle": (
-                [py, "-m", "lifecycle", "serve", "--port", str(lifecycle_port), "--workers", w],
-                {
-                    **env,
-                    "LIFECYCLE_MODEL_NAME": MODEL,
-                    **({"LIFECYCLE_DATABASE_URL": args.database_url} if args.database_url else {}),
-                },
-                f"http://127.0.0.1:{lifecycle_port}/ready",
-            ),
-            "constant": (
-                [
-                    py,
-                    "-m",
-                    "uvicorn",
-                    "benchmarks.constant_app:app",
-                    "--port",
-                    str(constant_port),
-                    "--workers",
-                    w,
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                {**env, "PYTHONPATH": str(ROOT)},
-                f"http://127.0.0.1:{constant_port}/health",
-            ),
+        files = {
+            "single": scratch / "single.json",
+            "reference": scratch / "reference.json",
+            "batch": scratch / "batch.json",
         }
-        runs: dict[str, dict[str, Any]] = {}
-        # One server at a time: they would otherwise compete for the same two cores.
-        for name, (cmd, server_env, ready) in servers.items():
-            with start(name, cmd, server_env, ready, logs) as server:
-                time.sleep(2)
-                for c in (1, 8, 32):
-                    runs[f"{name}/single/{c}"] = wrk(
-                        server.url, "/invocations", single, c, args.duration
-                    )
-                    print(name, c, runs[f"{name}/single/{c}"], flush=True)
-                if name != "constant":
-                    b = wrk(server.url, "/invocations", batch, 8, args.duration)
-                    b["rows_per_s"] = b["rps"] * 100
-                    runs[f"{name}/batch/8"] = b
-                if name == "lifecycle":
-                    runs["lifecycle-predict/single/32"] = wrk(
-                        server.url, "/predict", reference, 32, args.duration
-                    )
-                    results["hot_swap"] = hot_swap(
-                        client, server, single, v2, max(args.duration, 12)
-                    )
-                    print("hot swap", results["hot_swap"], flush=True)
-        results["runs"] = runs
-    write_section(args.out, render(results))
+        files["single"].write_text(
+            json.dumps({"dataframe_split": {"columns": names, "data": [ROW]}})
+        )
+        files["reference"].write_text(json.dumps({"features": ROW}))
+        files["batch"].write_text(
+            json.dumps({"dataframe_split": {"columns": names, "data": [ROW] * BATCH_ROWS}})
+        )
+        env = {**base_env, "MLFLOW_TRACKING_URI": tracking_uri}
+        commands = server_commands(py, str(v1), str(args.workers), env, database_url)
+        # All servers run for the whole benchmark, so rounds can alternate; an idle server
+        # costs next to nothing while another is measured.
+        servers = {
+            name: stack.enter_context(start(name, cmd, server_env, ready, logs))
+            for name, (cmd, server_env, ready) in commands.items()
+        }
+        for _key, server, path, body, connections in (*SINGLE, *BATCH):
+            wrk(servers[server].url, path, files[body], connections, args.warmup)
+        single = alternate(SINGLE, servers, files, args.rounds, args.duration)
+        before = wait_stored(database_url, 0, timeout=0)
+        batch = alternate(BATCH, servers, files, args.rounds, args.duration)
+        answered = sum(
+            (x["requests"] - x["errors"]) * BATCH_ROWS for x in batch["lifecycle/batch/8"]
+        )
+        after = wait_stored(database_url, before + answered)
+        results["stored"] = {"answered": answered, "stored": after - before}
+        print(f"store: {after - before:,} rows stored of {answered:,} answered", flush=True)
+        results["runs"] = {
+            **{k: summarise(v) for k, v in single.items()},
+            **{k: summarise(v, BATCH_ROWS) for k, v in batch.items()},
+        }
+        results["hot_swap"] = hot_swap(
+            client, servers["lifecycle"], files["single"], v2, max(args.duration, 12)
+        )
+        print("hot swap", results["hot_swap"], flush=True)
     (scratch / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out} (raw: {scratch / 'results.json'})")
-    return 0
+    print(f"raw results: {scratch / 'results.json'}")
+    return results
+
+
+def server_commands(
+    py: str, version: str, workers: str, env: dict[str, str], database_url: str
+) -> dict[str, tuple[list[str], dict[str, str], str]]:
+    mlflow_port, lifecycle_port = free_port(), free_port()
+    constant_port, asgi_port = free_port(), free_port()
+    uvicorn_flags = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+    uvicorn_flags += ["--log-level", "warning", "--workers", workers]
+    return {
+        "mlflow": (
+            [
+                py,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                f"models:/{MODEL}/{version}",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(mlflow_port),
+                "-w",
+                workers,
+                "--env-manager",
+                "local",
+            ],
+            env,
+            f"http://127.0.0.1:{mlflow_port}/ping",
+        ),
+        "lifecycle": (
+            [py, "-m", "lifecycle", "serve", "--port", str(lifecycle_port), "--workers", workers],
+            {**env, "LIFECYCLE_MODEL_NAME": MODEL, "LIFECYCLE_DATABASE_URL": database_url},
+            f"http://127.0.0.1:{lifecycle_port}/ready",
+        ),
+        "constant": (
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "benchmarks.constant_app:app",
+                "--port",
+                str(constant_port),
+                *uvicorn_flags,
+            ],
+            {**env, "PYTHONPATH": str(ROOT)},
+            f"http://127.0.0.1:{constant_port}/health",
+        ),
+        "constant-asgi": (
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "benchmarks.constant_app:raw",
+                "--port",
+                str(asgi_port),
+                *uvicorn_flags,
+            ],
+            {**env, "PYTHONPATH": str(ROOT)},
+            f"http://127.0.0.1:{asgi_port}/health",
+        ),
+    }
 
 
 def render(r: dict[str, Any]) -> str:
@@ -312,14 +430,24 @@ def render(r: dict[str, Any]) -> str:
         x = runs.get(key)
         if not x:
             return "-"
-        return f"{x['rps']:,.0f} req/s · p50 {x['p50_ms']:.1f} ms · p99 {x['p99_ms']:.1f} ms"
+        return f"{x['median']:,.0f} · best {x['best']:,.0f} · p99 {x['p99_ms']:.1f} ms"
+
+    def ratio(a: str, b: str, fmt: str, unit: str = "") -> str:
+        x, y = runs.get(a), runs.get(b)
+        if not x or not y:
+            return "-"
+        medians = format(x["median"] / y["median"], fmt)
+        return f"**{medians}{unit}** (bests: {format(x['best'] / y['best'], fmt)}{unit})"
 
     lines = [
         "# Benchmarks",
         "",
-        "Generated by `make bench` (`python -m benchmarks.run`); rerun to refresh. Each server",
-        f"runs alone with {r['workers']} uvicorn workers on the same registered model (iris,",
-        "LogisticRegression pipeline); Lifecycle with prediction logging and metrics on.",
+        "Generated by `make bench` (`python -m benchmarks.run`); rerun to refresh. Every server",
+        f"runs with {r['workers']} uvicorn workers on the same registered model (iris,",
+        "LogisticRegression pipeline); Lifecycle with prediction logging (PostgreSQL) and metrics",
+        f"on. Each server was warmed up ({r['warmup']} s of load per run, not recorded), then",
+        f"{r['rounds']} rounds of {r['duration']} s alternated between the servers; each cell is",
+        "the median round, the best round and the median p99.",
         "",
         f"- Machine: {m['cpu']}; {m['os']}; Python {m['python']}",
         f"- Software: {m['versions']}; {m['wrk']}",
@@ -328,41 +456,41 @@ def render(r: dict[str, Any]) -> str:
         f"- Run: `{_redact(r['argv'])}`",
         f"- Generated: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         "",
-        "## Single-row requests (`/invocations`, `dataframe_split`, the same body for all)",
+        "## Single-row requests, 32 connections (req/s)",
         "",
-        "| connections | mlflow models serve | Lifecycle | constant endpoint |",
-        "|---:|---|---|---|",
+        "`/invocations` with the same `dataframe_split` body for every server; Lifecycle's",
+        '`/predict` with the reference body `{"features": [...]}`.',
+        "",
+        "| server | req/s: median · best · p99 |",
+        "|---|---|",
+        f"| mlflow models serve | {cell('mlflow/single/32')} |",
+        f"| Lifecycle `/invocations` | {cell('lifecycle/single/32')} |",
+        f"| Lifecycle `/predict` | {cell('lifecycle-predict/single/32')} |",
+        f"| constant endpoint (FastAPI) | {cell('constant/single/32')} |",
+        f"| constant endpoint (bare ASGI) | {cell('constant-asgi/single/32')} |",
+        "",
+        "- Lifecycle / mlflow: " + ratio("lifecycle/single/32", "mlflow/single/32", ".1f", "x"),
+        "- Lifecycle / constant endpoint (FastAPI): "
+        + ratio("lifecycle/single/32", "constant/single/32", ".0%")
+        + "; / bare ASGI constant: "
+        + ratio("lifecycle/single/32", "constant-asgi/single/32", ".0%"),
+        "",
+        f"## {BATCH_ROWS}-row batches, 8 connections (rows/s)",
+        "",
+        "| server | rows/s: median · best · p99 |",
+        "|---|---|",
+        f"| mlflow models serve | {cell('mlflow/batch/8')} |",
+        f"| Lifecycle | {cell('lifecycle/batch/8')} |",
+        "",
+        "- Lifecycle / mlflow: " + ratio("lifecycle/batch/8", "mlflow/batch/8", ".2f", "x"),
     ]
-    for c in (1, 8, 32):
+    stored = r.get("stored")
+    if stored:
         lines.append(
-            f"| {c} | {cell(f'mlflow/single/{c}')} | {cell(f'lifecycle/single/{c}')} "
-            f"| {cell(f'constant/single/{c}')} |"
+            f"- Prediction log: {stored['stored']:,} rows stored of {stored['answered']:,} "
+            "answered in the batch rounds (wrk does not count requests still in flight when "
+            "a round ends, so the store may hold a few more)."
         )
-    ml, lc, k = (runs.get(f"{n}/single/32") for n in ("mlflow", "lifecycle", "constant"))
-    lines.append("")
-    if ml and lc and k:
-        lines.append(
-            f"At 32 connections Lifecycle serves **{lc['rps'] / ml['rps']:.1f}x** the requests/s "
-            f"of `mlflow models serve` (p99 {lc['p99_ms']:.1f} ms vs {ml['p99_ms']:.1f} ms), "
-            f"**{lc['rps'] / k['rps']:.0%}** of the constant-endpoint ceiling."
-        )
-    p = runs.get("lifecycle-predict/single/32")
-    if p:
-        lines.append(
-            "Lifecycle `/predict` with the reference body at 32 connections: "
-            f"{cell('lifecycle-predict/single/32')}."
-        )
-    lines += [
-        "",
-        "## 100-row batches (8 connections)",
-        "",
-        "| server | rows/s | p99 |",
-        "|---|---:|---:|",
-    ]
-    for n in ("mlflow", "lifecycle"):
-        b = runs.get(f"{n}/batch/8")
-        if b:
-            lines.append(f"| {n} | {b['rows_per_s']:,.0f} | {b['p99_ms']:.1f} ms |")
     h = r.get("hot_swap")
     if h:
         swap = "not observed" if h["swap_seconds"] is None else f"{h['swap_seconds']:.2f} s"
@@ -381,16 +509,18 @@ def render(r: dict[str, Any]) -> str:
         "",
         "## Reading the numbers",
         "",
-        "- wrk runs on the same two cores as the server under test, and other work on the",
-        "  machine (load average above) moves every number; compare servers within one run.",
+        "- wrk runs on the same two cores as the servers, and other work on the machine (load",
+        "  average above) moves every number: compare servers within one run, by the ratios.",
+        "- Alternated rounds after a warm-up: no server is measured cold, and a slow minute of",
+        "  the machine falls on every server's rounds rather than on one server's.",
+        "- With 2 workers, wrk's burst of keep-alive connections can land unevenly on the",
+        "  workers (mlflow's especially); the median over rounds and the best round bound that.",
         "- Lifecycle does more per request than `mlflow models serve`: validation from the",
-        "  model's schema, a prediction-store record per row, Prometheus metrics in multiprocess",
-        "  mode, request id and model headers. Its scoring path is the pipeline lowered to numpy",
-        "  (docs/serving.md), not pyfunc on a DataFrame.",
-        "- 100-row batches: Lifecycle stores 100 records per request; the prediction store's",
-        "  writer bounds the sustained rows/s, and once its queue is full rows go to the disk",
-        "  spool on the request path (docs/prediction-store.md). `mlflow models serve` logs",
-        "  nothing.",
+        "  model's schema, a prediction-store record per row (written to PostgreSQL by a",
+        "  background writer on the same cores), Prometheus metrics in multiprocess mode,",
+        "  request id and model headers. `/predict` and `/invocations` are served by a plain",
+        '  ASGI handler in front of FastAPI (docs/serving.md, "Fast path"), which is why',
+        "  the bare-ASGI constant is shown too.",
         "- Hot swap: following a stage is polling, so the swap lands within the poll interval",
         "  plus the load time (about 0.1-0.3 s here); an alias moved with a webhook swaps at once.",
     ]
@@ -404,6 +534,8 @@ def render(r: dict[str, Any]) -> str:
         "mlflow models serve -m models:/bench-iris/1 -w 2 --env-manager local",
         "lifecycle serve --workers 2",
         "uvicorn benchmarks.constant_app:app --workers 2 --loop uvloop --http httptools "
+        "--no-access-log",
+        "uvicorn benchmarks.constant_app:raw --workers 2 --loop uvloop --http httptools "
         "--no-access-log",
         "```",
         "",

@@ -1,7 +1,9 @@
 """Batch files: a CSV or Parquet file scored chunk by chunk into a file of the same type.
 
-Each chunk is checked by the same validator as a JSON body (`validation.frame_rows`), scored
-by `serving.inference.infer` and stored before the next is read.
+Chunks are read and written with Arrow (batch_arrow.py). Each is checked by the same validator
+as a JSON body (`validation.frame_rows`), scored in one model call and stored as columns
+(batch_columns.py, `PredictionStore.write_columns`) before its rows are written out, with no
+Python object per row on the way.
 """
 
 from __future__ import annotations
@@ -9,17 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from lifecycle.core.schema import FeatureSchema
 from lifecycle.core.settings import Settings
-from serving import validation
+from serving import batch_arrow, batch_columns, validation
 from serving.async_scoring import storable_failures
-from serving.inference import InferenceRequest, infer
 from serving.runtime import LoadedModel
 from serving.validation import InvalidInput
 from serving.wiring import Runtime
@@ -81,28 +84,20 @@ def _score_file(
     target = Path(output_path) if output_path else default_output(runtime.settings, task_id, fmt)
     out_fmt = file_format(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
     model = runtime.model()
-    chunk_rows = runtime.settings.batch_chunk_rows
+    batch_arrow.check_columns(source_path, fmt, model.schema)
+    job = _Job(runtime, model, task_id, source, progress, target, out_fmt)
     started = time.perf_counter()
-    n = 0
-    writer = _writer(out_fmt, partial)
     try:
-        for frame in _chunks(source_path, fmt, chunk_rows):
-            out = score_frame(runtime, model, frame, task_id, n, source)
-            writer.write(out)
-            n += len(frame)
-            if progress is not None:
-                progress(n)
-        writer.close()
-    except BaseException:
-        writer.close()
-        partial.unlink(missing_ok=True)
-        raise
+        n = job.run(source_path, fmt, text=False)
+    except batch_arrow.TypesChanged as exc:
+        # Chunks stored before the odd cell keep their request ids: storing them again is a no-op.
+        log.info("batch %s: reading %s again as text (%s)", task_id, source_path.name, exc)
+        n = job.run(source_path, fmt, text=True)
     if n == 0:
-        partial.unlink(missing_ok=True)
+        job.partial.unlink(missing_ok=True)
         raise InvalidInput(f"batch file '{source_path.name}' has no rows")
-    os.replace(partial, target)
+    os.replace(job.partial, target)
     seconds = time.perf_counter() - started
     log.info("batch %s: %d rows scored by v%s in %.1fs", task_id, n, model.version, seconds)
     return {
@@ -116,6 +111,69 @@ def _score_file(
     }
 
 
+class _Job:
+    """One file's chunks: scored, stored and written to `<output>.partial`."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        model: LoadedModel,
+        task_id: str,
+        source: str,
+        progress: Progress | None,
+        target: Path,
+        out_fmt: str,
+    ) -> None:
+        self.runtime, self.model, self.task_id = runtime, model, task_id
+        self.source, self.progress, self.out_fmt = source, progress, out_fmt
+        self.partial = target.with_name(target.name + ".partial")
+
+    def run(self, path: Path, fmt: str, text: bool) -> int:
+        """The rows done; a failure leaves no partial file behind.
+
+        A chunk is stored by a second thread while the next one is read and scored (the
+        database driver waits without the GIL), one chunk at a time: chunk k + 1 is handed
+        over only once chunk k is stored, and progress counts stored chunks only.
+        """
+        n = 0
+        writer = batch_arrow.Writer(self.partial, self.out_fmt)
+        storing: Future[int] | None = None
+        done = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="batch-store") as pool:
+            try:
+                chunk_rows = self.runtime.settings.batch_chunk_rows
+                for table in batch_arrow.chunks(path, fmt, chunk_rows, self.model.schema, text):
+                    scored, out = score_table(self.model, table, self.task_id, n, self.source)
+                    if storing is not None:
+                        storing.result()
+                        self._stored(done)
+                    storing = pool.submit(self.runtime.store.write_columns, scored.columns)
+                    self._count(scored)
+                    writer.write(out)
+                    n += table.num_rows
+                    done = n
+                if storing is not None:
+                    storing.result()
+                    self._stored(done)
+                writer.close()
+            except BaseException:
+                writer.close()
+                self.partial.unlink(missing_ok=True)
+                raise
+        return n
+
+    def _stored(self, rows: int) -> None:
+        if self.progress is not None:
+            self.progress(rows)
+
+    def _count(self, scored: batch_columns.ScoredChunk) -> None:
+        labels = batch_columns.label_counts(np.asarray(scored.columns.labels))
+        for label, count in labels.items():
+            self.runtime.metrics.predictions.labels(self.model.name, self.model.version, label).inc(
+                count
+            )
+
+
 def progress_rows(state: str, meta: Any) -> int | None:
     """The rows a running file task has reported, from its Celery state and metadata."""
     if state != PROGRESS_STATE or not isinstance(meta, dict):
@@ -124,98 +182,51 @@ def progress_rows(state: str, meta: Any) -> int | None:
     return rows if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0 else None
 
 
-def score_frame(
-    runtime: Runtime,
-    model: LoadedModel,
-    frame: pd.DataFrame,
-    task_id: str,
-    offset: int,
-    source: str,
-) -> pd.DataFrame:
-    """One chunk: checked rows → `infer` → stored → the chunk with its new columns."""
+def score_table(
+    model: LoadedModel, table: Any, task_id: str, offset: int, source: str
+) -> tuple[batch_columns.ScoredChunk, Any]:
+    """One chunk (an Arrow table): checked rows → one model call → the predictions as
+    columns for the store, and the chunk with its new columns for the output file."""
+    import pyarrow as pa
+
     started = time.perf_counter()
-    rows = validation.frame_rows(frame, model.schema, offset)
-    ids = [f"{task_id}-{offset + i}" for i in range(len(rows))]
-    request = InferenceRequest(
-        rows, task_id, source, ids, started=started, per_row=True, offset=offset
-    )
-    result = infer(model, request)
-    runtime.store.write(result.records)
-    runtime.observe(result)
-    out = frame.copy()
-    out["request_id"] = ids
-    out["prediction"] = result.predictions
-    out["label"] = result.labels
-    out["probability"] = (
-        [max(p.values()) for p in result.probabilities] if result.probabilities else np.nan
-    )
-    out["model_version"] = model.version
-    return out
+    rows = validation.frame_rows(_features(table, model.schema), model.schema, offset)
+    ids = batch_columns.row_ids(task_id, offset, len(rows))
+    scored = batch_columns.infer_columns(model, rows, ids, source, started, offset)
+    added = {
+        "request_id": ids,
+        "prediction": pa.array(scored.columns.predictions),
+        "label": pa.array(scored.columns.labels, pa.string()),
+        "probability": pa.array(scored.probability, pa.float64()),
+        "model_version": pa.repeat(pa.scalar(model.version), len(rows)),
+    }
+    for name, column in added.items():
+        if name in table.column_names:  # a scored file scored again: its old answers go
+            table = table.drop_columns([name])
+        table = table.append_column(name, column)
+    return scored, table
 
 
-def _chunks(path: Path, fmt: str, rows: int) -> Iterator[pd.DataFrame]:
-    if fmt == "csv":
-        with pd.read_csv(path, chunksize=rows) as reader:
-            for chunk in reader:
-                yield _numbers_from_text(chunk)
-        return
-    import pyarrow.parquet as pq
+def _features(table: Any, schema: FeatureSchema) -> pd.DataFrame:
+    """The chunk's feature columns as the validator takes them: doubles where Arrow converts
+    every cell, else the text as pandas reads it (so the bad cell is worded, not the column)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    parquet = pq.ParquetFile(path)
-    try:
-        for batch in parquet.iter_batches(batch_size=rows):
-            yield batch.to_pandas()
-    finally:
-        parquet.close()
-
-
-class _Writer:
-    def write(self, frame: Any) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class _CsvWriter(_Writer):
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("w", newline="")
-        self._header = True
-
-    def write(self, frame: Any) -> None:
-        frame.to_csv(self._file, header=self._header, index=False)
-        self._header = False
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class _ParquetWriter(_Writer):
-    """Appends one row group per chunk; later chunks are cast to the first chunk's schema."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._writer: Any = None
-
-    def write(self, frame: Any) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self._path, table.schema)
-        else:
-            table = table.cast(self._writer.schema)
-        self._writer.write_table(table)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-def _writer(fmt: str, path: Path) -> _Writer:
-    return _CsvWriter(path) if fmt == "csv" else _ParquetWriter(path)
+    frame: dict[str, Any] = {}
+    for feature in schema.features:
+        if feature.name not in table.column_names:
+            continue  # the validator names what is missing
+        column = table.column(feature.name)
+        if feature.kind == "numeric" and pa.types.is_string(column.type):
+            try:
+                column = pc.cast(column, pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                text = pd.DataFrame({feature.name: column.to_pandas()})
+                frame[feature.name] = _numbers_from_text(text)[feature.name]
+                continue
+        frame[feature.name] = column.to_pandas()
+    return pd.DataFrame(frame, index=pd.RangeIndex(table.num_rows))
 
 
 def _numbers_from_text(chunk: pd.DataFrame) -> pd.DataFrame:

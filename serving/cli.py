@@ -1,12 +1,14 @@
-"""Serving's verbs: `lifecycle serve` (REST) and `lifecycle worker` (Celery and plain AMQP)."""
+"""Serving's verbs: `lifecycle serve` (REST), `lifecycle worker` (Celery and plain AMQP) and
+`lifecycle spark-score` (a large file on Spark)."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
 
-from lifecycle.core.options import load_settings
+from lifecycle.core.options import echo, load_settings
 
 app = typer.Typer()
 
@@ -48,3 +50,37 @@ def worker(
         raise typer.BadParameter(f"--pool: expected one of {', '.join(POOLS)}, got '{pool}'")
     settings = load_settings()
     run_worker(settings, concurrency or settings.worker_concurrency, pool, loglevel)
+
+
+@app.command("spark-score")
+def spark_score(
+    input_path: Annotated[
+        str, typer.Argument(metavar="INPUT", help="CSV or Parquet file of feature rows.")
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            help="Where Spark writes the scored part files, .csv or .parquet "
+            "(default: batch_dir/out/JOB_ID.scored.FORMAT)."
+        ),
+    ] = None,
+    job_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Names the rows JOB_ID-ROW in the store: a rerun with the same id "
+            "stores nothing twice (default: a new id)."
+        ),
+    ] = None,
+    master: Annotated[str, typer.Option(help="Spark master URL.")] = "local[*]",
+) -> None:
+    """Score a file too large for one worker with Spark, on the served version."""
+    from serving.spark_job import SparkJob, run_job, spark_session
+
+    settings = load_settings()
+    job = SparkJob.plan(settings, input_path, output, job_id)
+    spark = spark_session(master)
+    try:
+        summary = run_job(settings, job, spark)
+    finally:
+        spark.stop()
+    echo(json.dumps(summary, indent=2))

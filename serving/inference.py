@@ -124,6 +124,8 @@ def infer(model: LoadedModel, request: InferenceRequest) -> Inference:
 def _check_finite(request: InferenceRequest, predicted: np.ndarray, probs: Any) -> None:
     """Finite features can still overflow a model (1e308 → NaN probabilities). Such a row has
     no answer: refuse the request before any record exists, as the validator would."""
+    if _few_finite(predicted, probs):
+        return
     bad = _not_finite(predicted)
     if probs is not None:
         bad |= ~np.isfinite(np.asarray(probs, dtype=float)).all(axis=1)
@@ -135,6 +137,32 @@ def _check_finite(request: InferenceRequest, predicted: np.ndarray, probs: Any) 
         f"{where}: the model's output is not a finite number for these features (they are "
         "probably far outside the range it was trained on); send smaller values"
     )
+
+
+# Up to this many rows the check runs on Python floats: numpy's reductions release the GIL
+# even on a handful of values, and on a busy server each release can wait behind the store's
+# writer thread for its switch interval.
+_FEW_ROWS = 16
+
+
+def _few_finite(predicted: np.ndarray, probs: Any) -> bool:
+    """True when a small output is all finite; False means "ask the numpy check"."""
+    if len(predicted) > _FEW_ROWS or predicted.ndim != 1:
+        return False
+    kind = predicted.dtype.kind
+    if kind == "f":
+        if not all(math.isfinite(v) for v in predicted.tolist()):
+            return False
+    elif kind == "O":
+        if any(isinstance(v, float) and not math.isfinite(v) for v in predicted.tolist()):
+            return False
+    elif kind not in "iub" and kind not in "USV":
+        return False
+    if probs is None:
+        return True
+    if not isinstance(probs, np.ndarray) or probs.dtype.kind != "f" or probs.ndim != 2:
+        return False
+    return all(math.isfinite(p) for row in probs.tolist() for p in row)
 
 
 def _not_finite(predicted: np.ndarray) -> np.ndarray:

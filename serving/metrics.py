@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
@@ -125,6 +126,11 @@ class Metrics:
             "Predictions dropped because both the queue and the spool were full.",
             registry=r,
         )
+        self.log_shed = Counter(
+            "lifecycle_prediction_log_shed",
+            "Predictions refused (503) because the prediction log's queue and spool were full.",
+            registry=r,
+        )
         feedback = ("model", "version")
         self.feedback_accuracy = Gauge(
             "lifecycle_feedback_accuracy",
@@ -148,6 +154,10 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self._feedback_at = 0.0
+        # `labels()` costs a lock and a tuple check per call; the children of the label sets
+        # seen so far are kept here instead (a few per endpoint and status, per class).
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._prediction_children: dict[tuple[str, str, str], Counter] = {}
         # Collectors that compute their values at scrape time in this process (the drift
         # gauges). In multiprocess mode render() merges only the workers' files, so these are
         # added to the merged registry there; they are never written to the files, so a
@@ -159,13 +169,26 @@ class Metrics:
     # HTTP
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        code = str(status)
-        self.requests.labels(endpoint, method, code).inc()
-        self.latency.labels(endpoint, method, code).observe(seconds)
+        key = (endpoint, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            code = str(status)
+            children = (
+                self.requests.labels(endpoint, method, code),
+                self.latency.labels(endpoint, method, code),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_predictions(self, model: LoadedModel, labels: list[str]) -> None:
-        for label in labels:
-            self.predictions.labels(model.name, model.version, label).inc()
+        counts = {labels[0]: 1} if len(labels) == 1 else Tally(labels)
+        for label, n in counts.items():
+            key = (model.name, model.version, label)
+            child = self._prediction_children.get(key)
+            if child is None:
+                child = self._prediction_children[key] = self.predictions.labels(*key)
+            child.inc(n)
 
     # SwapObserver
 
@@ -203,6 +226,9 @@ class Metrics:
 
     def dropped(self, n: int) -> None:
         self.log_dropped.inc(n)
+
+    def shed(self, n: int) -> None:
+        self.log_shed.inc(n)
 
     # Feedback quality
 

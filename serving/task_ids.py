@@ -9,6 +9,8 @@ task retried by the worker, records nothing new.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -38,6 +40,7 @@ class TaskLedger:
             index_elements=["task_id"]
         )
         self._created = False
+        self._create_lock = threading.Lock()
 
     def record(self, task_id: str, name: str) -> None:
         """Remember `task_id` before it is sent: a 202 never names an id this cannot find."""
@@ -57,10 +60,25 @@ class TaskLedger:
     def _begin(self) -> Iterator[sa.Connection]:
         # Any database failure is one 503: neither the API nor a client sees a driver error.
         try:
-            if not self._created:
-                _tasks.metadata.create_all(self._engine, checkfirst=True)
-                self._created = True
+            self._create_table()
             with self._engine.begin() as conn:
                 yield conn
         except sa.exc.SQLAlchemyError as exc:
             raise TaskLedgerUnavailable(f"task ledger unavailable ({type(exc).__name__})") from exc
+
+    def _create_table(self) -> None:
+        if self._created:
+            return
+        # Threads of one process wait for the first; processes starting at once race on the
+        # catalog, and the loser finds the table on its next check.
+        with self._create_lock:
+            for attempt in range(3):
+                if self._created:
+                    return
+                try:
+                    _tasks.metadata.create_all(self._engine, checkfirst=True)
+                    self._created = True
+                except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.1)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.schema import Feature, FeatureSchema
@@ -48,6 +49,8 @@ class SchemaMismatch(InvalidInput):
 MAX_ROWS_SETTING = "LIFECYCLE_MAX_BATCH_ROWS"
 MAX_BODY_SETTING = "LIFECYCLE_MAX_BODY_BYTES"
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# orjson reads an integer beyond 64 bits as a float, json as an int: such bodies go to json.
+_LONG_DIGITS = re.compile(rb"\d{19}")
 
 
 def _reject_constant(name: str) -> Any:
@@ -63,6 +66,14 @@ def loads(body: bytes | str, constants: bool = False) -> Any:
     answer) as a 500; it becomes U+FFFD here. The walk runs only when the text has such an
     escape at all, so ordinary bodies pay one substring search.
     """
+    if isinstance(body, bytes) and not _LONG_DIGITS.search(body):
+        try:
+            # Several times faster than json on request bodies, and where the two differ
+            # orjson refuses (NaN, lone surrogates, numbers beyond a double, a BOM, deep
+            # nesting), so json then reads the body and decides, with its own messages.
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
     try:
         value = json.loads(body, parse_constant=float if constants else _reject_constant)
         return _without_surrogates(value) if _may_escape_surrogate(body) else value

@@ -15,21 +15,26 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from celery import Celery, bootsteps, current_task
-from celery.backends.database import DatabaseBackend
+from celery import Celery, bootsteps, current_task, states
+from celery.backends.database import DatabaseBackend, session_cleanup
 from kombu.transport import sqlalchemy as kombu_sqla
+from sqlalchemy.orm.attributes import flag_modified
 
 from lifecycle.core.errors import TrackingUnavailable
 from lifecycle.core.settings import Settings
 from lifecycle.core.store import StoreUnavailable
 from lifecycle.core.store.report_index import ReportIndexUnavailable
 from reports.window import ReportRequest
-from serving import async_scoring, batch_files
+from serving import batch_files
 from serving.async_scoring import TRANSIENT, storable_failures
+from serving.group_commit import GroupCommit
 from serving.metrics import TaskMetrics
+from serving.micro_batch import ScoringBatcher
 from serving.runtime import ModelUnavailable
 from serving.task_ids import TaskLedger
 from serving.wiring import RuntimeCell
@@ -48,6 +53,14 @@ REPORT_TRANSIENT: tuple[type[Exception], ...] = (
     ReportIndexUnavailable,
 )
 POOLS = ("threads", "solo", "prefork")
+# What Celery's result backend stores for one state change: task id, result, state,
+# traceback, request.
+_StateWrite = tuple[str, Any, str, Any, Any]
+# One-row scoring tasks spend most of their time waiting for the shared batch (group commit,
+# serving/micro_batch.py), and a batch can only be as large as the tasks running at once: a
+# threads-pool worker runs this many threads per slot, while file and report tasks still run
+# at most one per slot (LifecycleCelery.heavy_slots).
+SCORE_THREADS_PER_SLOT = 8
 
 
 class LifecycleCelery(Celery):
@@ -55,6 +68,8 @@ class LifecycleCelery(Celery):
 
     lifecycle_settings: Settings
     runtime_cell: RuntimeCell
+    score_batcher: ScoringBatcher
+    heavy_slots: threading.BoundedSemaphore
     task_ledger: TaskLedger
 
     def send_task(self, name: str, *args: Any, **options: Any) -> Any:
@@ -89,6 +104,57 @@ class PooledDatabaseBackend(DatabaseBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.session_manager.forked = True
+        self._group: GroupCommit[_StateWrite, None] = GroupCommit(
+            self._store_results, "result-batch"
+        )
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        # Task states written at the same moment share one transaction (group commit): one
+        # locking read and one commit for the batch instead of three statements and a commit
+        # per task, which bounded one-row tasks more than their scoring did. The call still
+        # returns only once its state is committed, and Celery acknowledges after that.
+        self._group.submit((task_id, result, state, traceback, request))
+
+    def _store_results(self, batch: Sequence[_StateWrite]) -> list[None]:
+        if len(batch) == 1:
+            super()._store_result(*batch[0])
+            return [None]
+        try:
+            self._store_together(batch)
+        except Exception:
+            # A conflict (two workers inserting one id) must not fail the others' states.
+            for write in batch:
+                super()._store_result(*write)
+        return [None] * len(batch)
+
+    def _store_together(self, batch: Sequence[_StateWrite]) -> None:
+        """Celery's `_store_result` for many tasks in one session: rows locked and read once,
+        a SUCCESS already stored never written over, every state written, one commit."""
+        session = self.ResultSession()
+        with session_cleanup(session):
+            ids = list({write[0] for write in batch})
+            query = session.query(self.task_cls).filter(self.task_cls.task_id.in_(ids))
+            tasks = {t.task_id: t for t in query.with_for_update().populate_existing()}
+            for task_id, result, state, traceback, request in batch:
+                task = tasks.get(task_id)
+                if task is None:
+                    task = self.task_cls(task_id)
+                    task.task_id = task_id
+                    session.add(task)
+                    tasks[task_id] = task
+                elif task.status == states.SUCCESS:
+                    continue
+                self._update_result(task, result, state, traceback=traceback, request=request)
+                flag_modified(task, "status")
+            session.commit()
 
 
 def split_sqla(url: str) -> str | None:
@@ -118,6 +184,8 @@ def make_celery(settings: Settings) -> LifecycleCelery:
         app.conf.database_url = database
     app.lifecycle_settings = settings
     app.runtime_cell = RuntimeCell(settings)
+    app.score_batcher = ScoringBatcher(app.runtime_cell.get)
+    app.heavy_slots = threading.BoundedSemaphore(settings.worker_concurrency)
     app.task_ledger = TaskLedger(settings.resolved_database_url())
     app.conf.update(
         task_serializer="json",
@@ -165,7 +233,10 @@ def _register_tasks(app: LifecycleCelery, settings: Settings) -> None:
 
     @app.task(name=SCORE_TASK, **retry)
     def score(self: Any, request_id: str, body: Any, source: str = "async") -> dict[str, Any]:
-        return async_scoring.score_request(app.runtime_cell.get(), request_id, body, source)
+        # Tasks running at the same moment share one model call and one store transaction;
+        # each returns (and is acknowledged) only once its own rows are committed.
+        with storable_failures(request_id):
+            return app.score_batcher.score(request_id, body, source)
 
     @app.task(name=SCORE_FILE_TASK, track_started=True, **retry)
     def score_file(
@@ -182,9 +253,10 @@ def _register_tasks(app: LifecycleCelery, settings: Settings) -> None:
             except Exception as exc:  # the backend's transport-specific errors
                 log.warning("batch %s: progress not recorded: %s", task_id, exc)
 
-        return batch_files.score_file(
-            runtime, task_id, input_path, output_path, source, progress=progress
-        )
+        with app.heavy_slots:
+            return batch_files.score_file(
+                runtime, task_id, input_path, output_path, source, progress=progress
+            )
 
     @app.task(name=REPORT_TASK, track_started=True, **{**retry, "autoretry_for": REPORT_TRANSIENT})
     def report(
@@ -206,7 +278,8 @@ def _register_tasks(app: LifecycleCelery, settings: Settings) -> None:
                 last=last,
                 since=datetime.fromisoformat(since) if since else None,
             )
-            return run_report(settings, request).to_json()
+            with app.heavy_slots:
+                return run_report(settings, request).to_json()
 
 
 class RuntimeStep(bootsteps.StartStopStep):
@@ -226,6 +299,7 @@ class RuntimeStep(bootsteps.StartStopStep):
             log.warning("worker started without a model: %s", exc.message)
 
     def stop(self, worker: Any) -> None:
+        worker.app.score_batcher.stop()
         worker.app.runtime_cell.stop()
 
 
@@ -292,11 +366,15 @@ class PlainAmqpStep(bootsteps.StartStopStep):
 def run_worker(settings: Settings, concurrency: int, pool: str, loglevel: str = "INFO") -> None:
     """`lifecycle worker`: consume the task queue (and the plain-AMQP queue) until stopped."""
     app = make_celery(settings)
+    threads = concurrency
+    if pool == "threads":
+        app.heavy_slots = threading.BoundedSemaphore(concurrency)
+        threads = concurrency * SCORE_THREADS_PER_SLOT
     app.worker_main(
         [
             "worker",
             f"--pool={pool}",
-            f"--concurrency={concurrency}",
+            f"--concurrency={threads}",
             f"--loglevel={loglevel}",
             f"--queues={settings.task_queue}",
             f"--hostname=lifecycle-{os.getpid()}@{socket.gethostname()}",

@@ -69,6 +69,25 @@ def airflow(ctx: typer.Context) -> None:
     os.execve(embedded.command, [embedded.command, *ctx.args], embedded.env)
 
 
+@app.command()
+def prune(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help="Age beyond which predictions go: 30d, 12h, 90m, 45s, 2w.",
+        ),
+    ],
+) -> None:
+    """Remove older predictions (and their feedback) from the prediction log.
+
+    PostgreSQL drops whole day partitions older than the cutoff; SQLite deletes rows."""
+    from lifecycle.cli.prune import run_prune
+
+    run_prune(load_settings(), older_than, echo)
+
+
 def main() -> None:
     # Typer reports usage errors itself; expected domain failures become one line, exit 2.
     try:

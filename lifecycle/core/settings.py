@@ -6,6 +6,7 @@ environment on its own. Non-secret tuning (datasets, search spaces, gates) lives
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -83,6 +84,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Spool size per process beyond which predictions are dropped (and counted).",
     )
+    prediction_retention: str | None = Field(
+        None,
+        description="Keep predictions this long (30d, 12h, 2w); older ones are pruned hourly. "
+        "Default: keep everything.",
+    )
     # Serving.
     model_uri: str | None = Field(
         None,
@@ -135,7 +141,10 @@ class Settings(BaseSettings):
     )
     task_queue: str = Field("lifecycle", description="Celery queue the scoring tasks go to.")
     worker_concurrency: int = Field(
-        2, ge=1, description="Tasks one `lifecycle worker` runs at once (threads)."
+        2,
+        ge=1,
+        description="File and report tasks one `lifecycle worker` runs at once (threads pool: "
+        "8 threads per slot, for one-row tasks waiting on their shared batch).",
     )
     worker_prefetch: int = Field(
         1, ge=1, description="Messages a worker reserves per slot (Celery prefetch multiplier)."
@@ -293,6 +302,14 @@ class Settings(BaseSettings):
 
     def resolved_artifacts_destination(self) -> str:
         return self.artifacts_destination or str(self.resolved_data_dir() / "artifacts")
+
+    def resolved_prediction_retention(self) -> timedelta | None:
+        """prediction_retention as a duration; a ConfigError naming it when malformed."""
+        if not self.prediction_retention:
+            return None
+        from lifecycle.core.store.prune import parse_duration
+
+        return parse_duration(self.prediction_retention, "prediction_retention")
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.resolved_data_dir() / 'lifecycle.db'}"

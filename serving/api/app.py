@@ -10,7 +10,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -30,7 +30,8 @@ from serving.api import (
     routes_registry,
     routes_reports,
 )
-from serving.api.deps import Services
+from serving.api.deps import Services, header
+from serving.api.fast import FastScoring, Handler
 from serving.api.models import TASK_ID_PATTERN
 from serving.api.startup import Drain, ProcessState, load_before_serving
 from serving.metrics import Metrics
@@ -54,6 +55,7 @@ def create_app(
     reports: ReportIndex | None = None,
     predictions: PredictionReader | None = None,
     promotions: PromotionLog | None = None,
+    fast_scoring: bool = True,
 ) -> FastAPI:
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
     metrics = metrics or Metrics()
@@ -106,7 +108,7 @@ def create_app(
             services.predictions.dispose()
             promotions.dispose()
 
-    app = FastAPI(
+    app = LifecycleAPI(
         title="Lifecycle scoring API",
         version="1.0",
         description="Scores with the registry's current model and follows its transitions.",
@@ -122,25 +124,55 @@ def create_app(
     app.include_router(routes_reports.router)
     app.include_router(routes_history.router)
     app.include_router(routes_registry.router)
-    app.add_middleware(RequestContext, metrics=services.metrics, process=process)
+    fast = FastScoring(services).routes if fast_scoring else {}
+    app.context = RequestContext(app.framework, services.metrics, process, fast)
     return app
 
 
-class RequestContext:
-    """Request id (header in, header out) and request metrics, as plain ASGI for speed."""
+class LifecycleAPI(FastAPI):
+    """FastAPI with one plain-ASGI layer in front of everything: `RequestContext`.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, process: ProcessState) -> None:
+    It sits outside FastAPI's own middleware (rather than added with `add_middleware`) so
+    that the scoring fast path skips all of it, and so that every answer, a 500 from the
+    framework's error middleware included, carries the request id.
+    """
+
+    context: RequestContext | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.context is not None:
+            await self.context(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
+class RequestContext:
+    """Request id (header in, header out), request metrics, connection close while draining,
+    and the fast scoring handlers (`serving.api.fast`) for their paths."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        process: ProcessState,
+        fast: Mapping[str, Handler] | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.process = process
+        self.fast = dict(fast or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, b"x-request-id")
+        given = header(scope, b"x-request-id")
         request_id = given if given and _CLIENT_ID.fullmatch(given) else _new_id()
         scope.setdefault("state", {})["request_id"] = request_id
+        extra = [(b"x-request-id", request_id.encode())]
         started = time.perf_counter()
         status = 500
 
@@ -148,20 +180,28 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
                 if self.process.draining:
                     # uvicorn then closes the connection after this answer: no idle
                     # keep-alive connection is left to be reset when the server stops.
-                    headers.append((b"connection", b"close"))
-                message = {**message, "headers": headers}
+                    extra.append((b"connection", b"close"))
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
 
+        # A mounted app (root_path) is routed by the framework, which knows how to strip it.
+        handler = None
+        if scope["method"] == "POST" and not scope.get("root_path"):
+            handler = self.fast.get(scope["path"])
         try:
-            await self.app(scope, receive, send_with_id)
+            if handler is not None:
+                endpoint = scope["path"]
+                await handler(scope, receive, send_with_id, request_id)
+            else:
+                endpoint = ""
+                await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            if not endpoint:
+                route = scope.get("route")
+                endpoint = getattr(route, "path", None) or "unmatched"
             self.metrics.observe_request(
                 endpoint, scope["method"], status, time.perf_counter() - started
             )
@@ -170,13 +210,3 @@ class RequestContext:
 def _new_id() -> str:
     # Unique, not secret: uuid4 reads the OS entropy pool on every call, this does not.
     return f"{random.getrandbits(128):032x}"
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            try:
-                return str(value.decode("latin-1"))
-            except UnicodeDecodeError:
-                return None
-    return None

@@ -11,6 +11,7 @@ from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope
 
 from lifecycle.core.errors import LifecycleError
@@ -113,27 +114,64 @@ async def json_body(request: Request, limit: int) -> Any:
 
 
 async def read_json(request: Request, limit: int) -> tuple[bytes, Any]:
-    ctype = request.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType(
-            f"content type must be application/json, got '{ctype or 'none'}'"
-        )
+    check_json_type(request.headers.get("content-type"))
     body = await read_limited(request, limit)
     return body, loads(body)
 
 
+def check_json_type(content_type: str | None) -> None:
+    """Lifecycle's JSON routes take application/json only: 415 for anything else."""
+    ctype = content_type or ""
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMediaType(
+            f"content type must be application/json, got '{ctype or 'none'}'"
+        )
+
+
 async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is {declared} bytes; {_body_limit(limit)}")
+    check_declared_size(request.headers.get("content-length"), limit)
     chunks = []
     size = 0
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over {limit} bytes; {_body_limit(limit)}")
+        size = _check_size(size + len(chunk), limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def receive_limited(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """`read_limited` for a raw ASGI handler: the same limits and messages, no Request."""
+    check_declared_size(header(scope, b"content-length"), limit)
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size = _check_size(size + len(chunk), limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def check_declared_size(declared: str | None, limit: int) -> None:
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; {_body_limit(limit)}")
+
+
+def _check_size(size: int, limit: int) -> int:
+    if size > limit:
+        raise PayloadTooLarge(f"request body is over {limit} bytes; {_body_limit(limit)}")
+    return size
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header `name` (lower-case, as servers pass names), as Starlette's
+    `request.headers.get` reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _body_limit(limit: int) -> str:

@@ -30,8 +30,23 @@ def _response(status: int, detail: str, headers: dict[str, str] | None = None) -
 
 async def _lifecycle(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LifecycleError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    return _response(exc.status_code, exc.message, headers)
+    return lifecycle_response(exc)
+
+
+def lifecycle_response(exc: LifecycleError) -> JSONResponse:
+    """A domain error on Lifecycle's own endpoints: `{"detail": ...}` with its status."""
+    return _response(exc.status_code, exc.message, _error_headers(exc))
+
+
+def _error_headers(exc: LifecycleError) -> dict[str, str] | None:
+    headers = {}
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    # An error that passes (a saturated prediction log) says when to try again.
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return headers or None
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
@@ -51,7 +66,11 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return unexpected_response(request.method, request.url.path, exc)
+
+
+def unexpected_response(method: str, path: str, exc: BaseException) -> JSONResponse:
+    log.error("unexpected error on %s %s", method, path, exc_info=exc)
     return _response(500, f"internal error ({type(exc).__name__}); see the server log")
 
 
@@ -74,18 +93,24 @@ def mlflow_error(exc: LifecycleError) -> Response:
         if isinstance(exc, SchemaMismatch)
         else _MLFLOW_CODES.get(status, databricks_pb2.INTERNAL_ERROR)
     )
-    return _mlflow_response(status, exc.message, code)
+    return _mlflow_response(status, exc.message, code, _error_headers(exc))
 
 
 def mlflow_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return mlflow_unexpected_response(request.method, request.url.path, exc)
+
+
+def mlflow_unexpected_response(method: str, path: str, exc: BaseException) -> Response:
+    log.error("unexpected error on %s %s", method, path, exc_info=exc)
     message = f"internal error ({type(exc).__name__}); see the server log"
     return _mlflow_response(500, message, databricks_pb2.INTERNAL_ERROR)
 
 
-def _mlflow_response(status: int, message: str, code: int) -> Response:
+def _mlflow_response(
+    status: int, message: str, code: int, headers: dict[str, str] | None = None
+) -> Response:
     body = MlflowException(message, error_code=code).serialize_as_json()
-    return Response(body, status_code=status, media_type="application/json")
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 def install(app: FastAPI) -> None:

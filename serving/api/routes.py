@@ -1,9 +1,10 @@
 """Scoring endpoints: `/predict` (the reference body and more) and MLflow's `/invocations`,
 `/ping` and `/version` (a drop-in for `mlflow models serve`, errors in MLflow's shape).
 
-Both scoring routes only translate: parse the body with the one validator
-(`serving.validation`, `serving.bodies`), call `serving.inference.infer`, queue its records,
-answer.
+The two scoring routes only read the body and hand it to `serving.api.scoring`, which the raw
+ASGI fast path (`serving.api.fast`) calls too: in a served app the fast path answers them
+first, and these routes document them in the OpenAPI schema and answer when the fast path is
+off (`create_app(..., fast_scoring=False)`).
 """
 
 from __future__ import annotations
@@ -11,16 +12,13 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from mlflow.version import VERSION as MLFLOW_VERSION
 
 from lifecycle.core.errors import LifecycleError
-from lifecycle.core.store import PredictionStore
-from serving import bodies, validation
-from serving.api import errors, schemas
-from serving.api.deps import Services, Svc, json_body, read_limited
-from serving.inference import Inference, InferenceRequest, infer
-from serving.metrics import Metrics
+from serving import bodies
+from serving.api import errors, schemas, scoring
+from serving.api.deps import Svc, check_json_type, read_limited
 from serving.runtime import LoadedModel
 
 router = APIRouter(tags=["scoring"])
@@ -36,14 +34,11 @@ router = APIRouter(tags=["scoring"])
     openapi_extra=schemas.body(schemas.PREDICT),
     responses=schemas.ERRORS,
 )
-async def predict(request: Request, services: Svc) -> JSONResponse:
+async def predict(request: Request, services: Svc) -> Response:
     started = time.perf_counter()
-    settings = services.settings
-    body = await json_body(request, settings.max_body_bytes)
-    model = services.holder.get()
-    rows = validation.parse_predict(body, model.schema, settings.max_batch_rows)
-    result = _infer(request, services, model, rows, started)
-    return JSONResponse(result.answer(), headers=model_headers(result.model))
+    check_json_type(request.headers.get("content-type"))
+    body = await read_limited(request, services.settings.max_body_bytes)
+    return _answer(scoring.predict(services, body, request.state.request_id, started))
 
 
 @router.post(
@@ -54,18 +49,15 @@ async def predict(request: Request, services: Svc) -> JSONResponse:
 )
 async def invocations(request: Request, services: Svc) -> Response:
     started = time.perf_counter()
-    settings = services.settings
     try:
         mime = bodies.media_type(request.headers.get("content-type"))
-        body = await read_limited(request, settings.max_body_bytes)
-        model = services.holder.get()
-        rows = bodies.invocation_rows(mime, body, model.schema, settings.max_batch_rows)
-        result = _infer(request, services, model, rows, started)
+        body = await read_limited(request, services.settings.max_body_bytes)
+        answer = scoring.invocations(services, mime, body, request.state.request_id, started)
     except LifecycleError as exc:
         return errors.mlflow_error(exc)
     except Exception as exc:  # answered in MLflow's shape, and logged
         return errors.mlflow_unexpected(request, exc)
-    return JSONResponse({"predictions": result.predictions}, headers=model_headers(result.model))
+    return _answer(answer)
 
 
 @router.get(
@@ -86,29 +78,12 @@ async def version() -> Response:
     return Response(MLFLOW_VERSION, media_type="application/json")
 
 
-def _infer(
-    request: Request, services: Services, model: LoadedModel, rows: validation.Rows, started: float
-) -> Inference:
-    """Checked rows → `infer` → records queued; the caller shapes the answer."""
-    result = infer(model, InferenceRequest(rows, request.state.request_id, "rest", started=started))
-    record(result, services.store, services.metrics)
-    return result
+def _answer(answer: scoring.Answer) -> Response:
+    response = Response(answer.body, media_type="application/json")
+    # Model headers first, as `JSONResponse(..., headers=...)` orders them.
+    response.raw_headers[:0] = answer.headers
+    return response
 
 
 def model_headers(model: LoadedModel) -> dict[str, str]:
-    headers = {"X-Model-Name": model.name, "X-Model-Version": model.version}
-    if model.stage:
-        headers["X-Model-Stage"] = model.stage
-    if model.alias:
-        headers["X-Model-Alias"] = model.alias
-    if model.run_id:
-        headers["X-Model-Run-Id"] = model.run_id
-    return headers
-
-
-def record(result: Inference, store: PredictionStore | None, metrics: Metrics) -> None:
-    metrics.observe_predictions(result.model, result.labels)
-    if store is None:
-        return
-    for row in result.records:
-        store.submit(row)
+    return dict(scoring.model_header_items(model))

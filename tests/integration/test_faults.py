@@ -1,5 +1,6 @@
 """Fault injection against `lifecycle serve`: a worker killed, a SIGTERM under load, an
-unwritable spool with the database down, a refused promotion, the registry going away.
+unwritable spool with the database down, a prediction log stalled behind a table lock, a
+refused promotion, the registry going away.
 
 One throwaway tracking server for the module (its own PostgreSQL backend and a fixed port),
 because the last test stops it and starts it again on the same port; each test serves its
@@ -22,6 +23,7 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
+import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
 from lifecycle.core import mlflow_gateway
@@ -279,6 +281,73 @@ def test_unwritable_spool_with_the_database_down_starts_and_counts_drops(
     drops = [line for line in log.splitlines() if "dropped" in line and "prediction" in line]
     assert drops and all("unusable" in line for line in drops), drops
     assert "queue was full" not in log
+
+
+def test_a_stalled_prediction_log_sheds_load_and_keeps_every_answer(
+    world: World, tmp_path: Path
+) -> None:
+    """The database blocks every write (a lock held on the predictions table): requests are
+    still answered at once until the queue, the overflow and the spool are full, then refused
+    with 503 and Retry-After; once the lock goes, every answered prediction is stored once and
+    no refused one is."""
+    name = "faults-shed"
+    (version,) = world.model(name)
+    world.promote(name, version)
+    env = world.env(
+        name,
+        LIFECYCLE_PREDICTION_QUEUE_SIZE="20",
+        LIFECYCLE_PREDICTION_SPOOL_MAX_BYTES="20000",
+        LIFECYCLE_PREDICTION_FLUSH_INTERVAL="0.01",
+    )
+    engine = sa.create_engine(world.database_url)
+    answered: list[str] = []
+    shed: list[str] = []
+    try:
+        with (
+            serve_api(env, tmp_path / "api") as api,
+            httpx.Client(base_url=api.url, timeout=10) as client,
+        ):
+            wait_version(api.url, version)
+            assert client.post("/predict", json={"features": IRIS_ROW}).status_code == 200
+            with engine.connect() as blocker:
+                blocker.begin()
+                blocker.execute(sa.text("LOCK TABLE predictions IN ACCESS EXCLUSIVE MODE"))
+                for i in range(300):
+                    request_id = f"shed-{i:04d}-{version}"
+                    response = client.post(
+                        "/predict",
+                        json={"features": IRIS_ROW},
+                        headers={"X-Request-Id": request_id},
+                    )
+                    if response.status_code == 200:
+                        answered.append(request_id)
+                        continue
+                    assert response.status_code == 503, response.text
+                    assert response.headers["retry-after"] == "1"
+                    assert "prediction log is saturated" in response.json()["detail"]
+                    shed.append(request_id)
+                blocker.rollback()
+            assert answered and shed, (len(answered), len(shed))
+            assert answered[-1] < shed[0], "refusals start once the log is full, not before"
+            stored = _stored_ids(engine, answered + shed, expect=len(answered))
+            metrics = client.get("/metrics").text
+    finally:
+        engine.dispose()
+    assert stored == sorted(answered), "every answered prediction is stored, and only those"
+    assert metric_value(metrics, "lifecycle_prediction_log_shed_total") == len(shed)
+    assert metric_value(metrics, "lifecycle_prediction_log_dropped_total") == 0
+    assert metric_value(metrics, "lifecycle_prediction_log_spooled_total") > 0
+
+
+def _stored_ids(engine: sa.Engine, ids: list[str], expect: int) -> list[str]:
+    query = sa.text("SELECT request_id FROM predictions WHERE request_id = ANY(:ids)")
+    deadline = time.monotonic() + 60
+    while True:
+        with engine.connect() as conn:
+            found = sorted(row[0] for row in conn.execute(query, {"ids": ids}))
+        if len(found) >= expect or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def test_refused_promotion_keeps_serving_with_the_registrys_labels(world: World) -> None:

@@ -73,6 +73,9 @@ class CountingObserver:
     def dropped(self, n: int) -> None:
         self._add("dropped", n)
 
+    def shed(self, n: int) -> None:
+        self._add("shed", n)
+
     def __getitem__(self, name: str) -> Any:
         with self._lock:
             return self.totals[name]

@@ -7,7 +7,6 @@ fixed version (the integration tests follow a real one).
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,52 +14,23 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from lifecycle.core.config import load_datasets, load_training
-from lifecycle.core.settings import PROJECT_ROOT, Settings
+from lifecycle.core.settings import Settings
 from lifecycle.core.store import PredictionStore
-from serving import predictors
 from serving.amqp import MalformedMessage, parse_message
 from serving.async_scoring import score_request
 from serving.batch_files import score_file
 from serving.metrics import Metrics
-from serving.runtime import LoadedModel, ModelHolder, ModelTarget, Reconciler, VersionRef
+from serving.runtime import ModelHolder, ModelTarget, Reconciler
 from serving.validation import InvalidInput
 from serving.wiring import Runtime
-from training import data as data_mod
-from training.pipeline import build_pipeline
-
-
-class FixedVersion:
-    """The registry's answer, fixed: version 7 of 'iris-classifier' in Production."""
-
-    def resolve(self, target: ModelTarget) -> VersionRef:
-        return VersionRef(target.name, "7", "run-7", "Production")
-
-
-def _load(ref: VersionRef, target: ModelTarget) -> LoadedModel:
-    conf = PROJECT_ROOT / "conf"
-    data = data_mod.load("iris", data_mod.resolve_config("iris", load_datasets(conf)))
-    estimator = "logistic_regression"
-    params = load_training(conf).estimators[estimator].params
-    pipeline = build_pipeline(data.schema, estimator, params, 42).fit(data.X, data.y)
-    return LoadedModel(
-        name=ref.name,
-        version=ref.version,
-        stage=ref.stage,
-        alias=None,
-        run_id=ref.run_id,
-        schema=data.schema,
-        predictor=predictors.sklearn_candidates(pipeline, data.schema)[-1],
-        loaded_at=datetime.now(UTC),
-        flavor="sklearn",
-        labels=dict(zip(data.schema.classes, data.schema.class_labels, strict=True)),
-    )
+from tests.support.fixed_model import FixedVersion, load_iris
 
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Runtime:
     settings = Settings(data_dir=tmp_path / "data", batch_chunk_rows=7, max_batch_rows=100)
-    holder = ModelHolder(ModelTarget("iris-classifier", stage="Production"), FixedVersion(), _load)  # type: ignore[arg-type]
+    target = ModelTarget("iris-classifier", stage="Production")
+    holder = ModelHolder(target, FixedVersion(), load_iris)  # type: ignore[arg-type]
     holder.reconcile()
     store = PredictionStore.from_settings(settings)
     return Runtime(settings, holder, Reconciler(holder, 60), store, Metrics())

@@ -7,6 +7,7 @@ end to end; these pin the two mechanisms without a broker.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from serving.async_scoring import MAX_ERROR_CHARS, TaskFailed, plain_json, stora
 from serving.inference import _not_finite
 from serving.task_ids import TaskLedger
 from serving.validation import InvalidInput
+from tests.support.services import temp_database
 
 
 def _storable(exc: BaseException) -> None:
@@ -76,3 +78,31 @@ def test_non_finite_outputs_are_found_whatever_the_prediction_dtype() -> None:
     assert _not_finite(np.array([0, 1.5, inf], dtype=object)).tolist() == [False, False, True]
     assert _not_finite(np.array(["setosa", "virginica"])).tolist() == [False, False]
     assert _not_finite(np.array([])).tolist() == []
+
+
+@pytest.mark.postgres
+def test_a_fresh_ledger_records_from_many_threads_at_once() -> None:
+    """The first calls of a new process create the table: threads arriving together must not
+    race on PostgreSQL's catalog (a duplicate-type error failed some of them)."""
+    with temp_database("lc_ledger") as url:
+        ledger = TaskLedger(url)
+        barrier = threading.Barrier(8)
+        failures: list[BaseException] = []
+
+        def record(i: int) -> None:
+            barrier.wait()
+            try:
+                ledger.record(f"task-{i}", "lifecycle.score")
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=record, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        try:
+            assert failures == []
+            assert all(ledger.known(f"task-{i}") for i in range(8))
+        finally:
+            ledger.dispose()

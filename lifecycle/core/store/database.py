@@ -10,22 +10,30 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from lifecycle.core.errors import LifecycleError
-from lifecycle.core.store.copy import copy_insert, copy_supported
+from lifecycle.core.store import migrate
+from lifecycle.core.store.columns import PredictionColumns
+from lifecycle.core.store.copy import copy_columns, copy_insert, copy_supported
+from lifecycle.core.store.copy_text import NotColumnar
+from lifecycle.core.store.partitions import days_ahead, ensure_day_partitions
+from lifecycle.core.store.prune import Pruned, prune
+from lifecycle.core.store.staged import staged_insert
 from lifecycle.core.store.tables import (
     PredictionRecord,
     classification_stats,
+    dedup_bounds,
+    ensure_read_indexes,
     feedback,
     feedback_counts,
     insert_predictions,
     make_engine,
     max_rows_per_insert,
-    metadata,
     predictions,
     upsert_feedback,
 )
@@ -65,14 +73,29 @@ def raise_unavailable(exc: sa.exc.SQLAlchemyError) -> None:
         raise StoreUnavailable(f"prediction database unavailable: {_reason(exc)}") from exc
 
 
+# The retention runs at most this often per process (maintain()).
+RETENTION_EVERY = timedelta(hours=1)
+
+
 class PredictionDatabase:
-    def __init__(self, database_url: str, on_rejected: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        on_rejected: Callable[[int], None],
+        *,
+        retention: timedelta | None = None,
+    ) -> None:
         self.engine: Engine = make_engine(database_url)
+        self.retention = retention
+        # Partitions (PostgreSQL) exist up to this day; the next retention run is due then.
+        self._partitions_until: date | None = None
+        self._next_retention: datetime | None = None
         self.max_rows_per_insert = max_rows_per_insert(self.engine)
         self._insert_stmt = insert_predictions(self.engine)
         # PostgreSQL through psycopg2 loads batches with COPY (copy.py); one row, and SQLite,
         # keep the INSERT.
         self._copy = copy_supported(self.engine)
+        self._postgresql = self.engine.dialect.name == "postgresql"
         self._on_rejected = on_rejected
         self._schema_lock = threading.Lock()
         self._schema_ready = False
@@ -88,15 +111,70 @@ class PredictionDatabase:
                 return
             for attempt in range(3):
                 try:
-                    metadata.create_all(self.engine)
+                    migrate.upgrade(self.engine)
+                    with self.engine.begin() as conn:
+                        ensure_read_indexes(conn)
                     break
                 except sa.exc.SQLAlchemyError as exc:
                     raise_unavailable(exc)
-                    # Two processes creating the tables at once: the loser retries and finds them.
+                    # SQLite has no advisory lock: two processes creating the tables at once,
+                    # the loser retries and finds them.
                     if attempt == 2:
                         raise
                     time.sleep(0.1)
+            self._ensure_partitions(datetime.now(UTC))
             self._schema_ready = True
+
+    def maintain(self, now: datetime | None = None) -> Pruned | None:
+        """Housekeeping for the writer thread to call now and then (every few seconds is
+        fine: it does nothing until something is due). PostgreSQL: creates the day
+        partitions of today and the days ahead once a day. Both: applies the retention, at
+        most once an hour per process (on PostgreSQL one process at a time). Returns what the
+        retention removed when it ran. Raises StoreUnavailable when the database is down."""
+        now = now or datetime.now(UTC)
+        self.ensure_schema()
+        self._ensure_partitions(now)
+        if self.retention is None:
+            return None
+        if self._next_retention is not None and now < self._next_retention:
+            return None
+        self._next_retention = now + RETENTION_EVERY
+        result = self.prune(now - self.retention)
+        if not result.skipped and (result.partitions or result.rows_deleted):
+            log.info("prediction retention: %s", "; ".join(result.describe()))
+        return result
+
+    def prune(self, cutoff: datetime) -> Pruned:
+        """Remove predictions older than `cutoff` (and their feedback): prune.py."""
+        try:
+            with self._connect() as conn, conn.begin():
+                return prune(conn, cutoff)
+        except sa.exc.SQLAlchemyError as exc:
+            raise_unavailable(exc)
+            raise
+
+    def _ensure_partitions(self, now: datetime) -> None:
+        if self.engine.dialect.name != "postgresql":
+            return
+        days = days_ahead(now)
+        if self._partitions_until is not None and self._partitions_until >= days[-1]:
+            return
+        try:
+            with self.engine.begin() as conn:
+                # Processes starting at once take turns; the second finds the partitions.
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": migrate.SCHEMA_LOCK}
+                )
+                created = ensure_day_partitions(conn, days)
+        except sa.exc.SQLAlchemyError as exc:
+            raise_unavailable(exc)
+            # A lock wait that timed out, or another process creating the same partition:
+            # rows go to the default partition meanwhile, and the next call tries again.
+            log.warning("prediction partitions not created now: %s", _short(exc))
+            return
+        if created:
+            log.info("prediction partitions created: %s", ", ".join(created))
+        self._partitions_until = days[-1]
 
     def _connect(self) -> Connection:
         self.ensure_schema()
@@ -139,10 +217,32 @@ class PredictionDatabase:
             with self._connect() as conn, conn.begin():
                 if self._copy and len(rows) > 1:
                     return copy_insert(conn, rows)
+                if self._postgresql:
+                    if len(rows) > 1:
+                        return staged_insert(conn, rows)
+                    rows = [{**rows[0], **dedup_bounds(rows[0]["created_at"])}]
                 return len(conn.execute(self._insert_stmt, rows).all())
         except sa.exc.SQLAlchemyError as exc:
             raise_unavailable(exc)
             raise
+
+    def insert_columns(self, batch: PredictionColumns) -> int:
+        """`insert` for a columnar batch, in one transaction: on PostgreSQL its COPY text is
+        built from the columns (copy.py `copy_columns`). SQLite, a batch the columnar text does
+        not cover, and a batch the database rejects as data take `insert` with its records
+        (which drops a bad row alone); an outage raises StoreUnavailable."""
+        if self._copy and len(batch) > 1:
+            try:
+                with self._connect() as conn, conn.begin():
+                    return copy_columns(conn, batch)
+            except NotColumnar as exc:
+                log.info("columnar batch stored as rows: %s", exc)
+            except sa.exc.SQLAlchemyError as exc:
+                raise_unavailable(exc)
+                log.error("prediction batch rejected (%s); inserting its rows", _short(exc))
+        records = batch.records()
+        step = self.max_rows_per_insert
+        return sum(self.insert(records[i : i + step]) for i in range(0, len(records), step))
 
     def _read(self, stmt: sa.Executable) -> list[Any]:
         try:

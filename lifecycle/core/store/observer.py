@@ -11,6 +11,7 @@ class StoreObserver(Protocol):
     def spooled(self, n: int) -> None: ...
     def replayed(self, n: int) -> None: ...
     def dropped(self, n: int) -> None: ...
+    def shed(self, n: int) -> None: ...
 
 
 class NoObserver:
@@ -27,4 +28,7 @@ class NoObserver:
         pass
 
     def dropped(self, n: int) -> None:
+        pass
+
+    def shed(self, n: int) -> None:
         pass

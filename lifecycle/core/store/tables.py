@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import CreateIndex
+from sqlalchemy.sql.elements import ColumnElement
 
 from lifecycle.core.errors import ConfigError
 
@@ -93,11 +94,14 @@ def dumps(value: Any) -> str:
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 metadata = sa.MetaData()
 
+# The tables as the queries see them. Their DDL is the migrations' (migrations/, migrate.py):
+# on PostgreSQL `predictions` is partitioned by day and keyed by (request_id, created_at)
+# (partitions.py); on SQLite it is one plain table keyed by request_id.
 predictions = sa.Table(
     "predictions",
     metadata,
     sa.Column("request_id", sa.String(255), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("source", sa.String(16), nullable=False),
     sa.Column("model_name", sa.String(255), nullable=False),
     sa.Column("model_version", sa.String(64), nullable=False),
@@ -107,7 +111,6 @@ predictions = sa.Table(
     sa.Column("label", sa.String(255)),
     sa.Column("probabilities", _JSON),
     sa.Column("latency_ms", sa.Float, nullable=False),
-    sa.Index("ix_predictions_model", "model_name", "model_version"),
     # The read side (read.py): one model's rows by time, newest first with the request id as
     # tie-break (windows, keyset pages), and the same within one version.
     sa.Index("ix_predictions_model_time", "model_name", "created_at", "request_id"),
@@ -123,23 +126,43 @@ feedback = sa.Table(
 )
 
 
-@sa.event.listens_for(metadata, "after_create")
-def _create_missing_indexes(
-    target: sa.MetaData, connection: Connection, tables: Sequence[sa.Table] = (), **_: Any
-) -> None:
-    """create_all skips a table that exists together with its indexes, so an index added to
-    a table definition later would never reach an existing database: create it here. Only
-    missing indexes are created (no DDL, no table lock on a normal start), with IF NOT EXISTS
-    for two processes starting at once."""
+def ensure_read_indexes(connection: Connection) -> None:
+    """Create the read side's indexes (those of the table definitions above) that the database
+    lacks: dropped by hand, or never built on a database made before they existed. Nothing
+    runs when none is missing (no DDL, no lock on a normal start); IF NOT EXISTS for two
+    processes starting at once."""
     inspector = sa.inspect(connection)
-    created = {table.name for table in tables}
-    for table in target.sorted_tables:
-        if table.name in created or not inspector.has_table(table.name):
-            continue  # just created with its indexes, or left out of this create_all
+    for table in metadata.sorted_tables:
         present = {index["name"] for index in inspector.get_indexes(table.name)}
         for index in table.indexes:
             if index.name not in present:
                 connection.execute(CreateIndex(index, if_not_exists=True))
+
+
+# Exactly once on PostgreSQL, where the key must include the partition key: a row is not
+# stored when a row with the same request id is stored with a created_at within this much of
+# its own (docs/prediction-store.md, "Exactly once"). Wider costs one more partition probed
+# per row and per day.
+DEDUP_WINDOW = timedelta(days=1)
+DEDUP_INTERVAL_SQL = f"interval '{int(DEDUP_WINDOW.total_seconds())} seconds'"
+
+
+def dedup_bounds(created_at: datetime) -> dict[str, datetime]:
+    """The parameters of insert_predictions' probe (PostgreSQL) for a row made at created_at:
+    constants, so that the planner keeps only the partitions they span."""
+    at = as_utc(created_at)
+    return {"dedup_since": at - DEDUP_WINDOW, "dedup_until": at + DEDUP_WINDOW}
+
+
+def _stored_near(request_id: ColumnElement[Any]) -> sa.Exists:
+    """A stored row with this request id and a created_at within dedup_bounds."""
+    p = predictions.alias("stored")
+    stamp = sa.DateTime(timezone=True)
+    return sa.exists().where(
+        p.c.request_id == request_id,
+        p.c.created_at >= sa.bindparam("dedup_since", type_=stamp),
+        p.c.created_at <= sa.bindparam("dedup_until", type_=stamp),
+    )
 
 
 def make_engine(database_url: str) -> Engine:
@@ -203,12 +226,26 @@ def dialect_insert(engine: Engine, table: sa.Table) -> Any:
 
 
 def insert_predictions(engine: Engine) -> sa.Executable:
-    """INSERT that skips request ids already stored (replays never duplicate), returning the
-    ids it did insert. Executed with a list of rows it runs as SQLAlchemy's batched
-    "insertmanyvalues": one cached statement, far cheaper than compiling `.values(rows)`."""
+    """INSERT that skips request ids already stored (replays and redeliveries never
+    duplicate), returning the ids it did insert.
+
+    SQLite: ON CONFLICT on the request id; executed with a list of rows it runs as
+    SQLAlchemy's batched "insertmanyvalues", one cached statement. PostgreSQL: the key is
+    (request_id, created_at), so a redelivered row scored again at a later time is skipped by
+    a probe for its request id within DEDUP_WINDOW (as the COPY path's statement does,
+    copy.py); each row needs `dedup_bounds` among its parameters."""
+    if engine.dialect.name != "postgresql":
+        return (
+            dialect_insert(engine, predictions)
+            .on_conflict_do_nothing(index_elements=["request_id"])
+            .returning(predictions.c.request_id)
+        )
+    values = {c.name: sa.cast(sa.bindparam(c.name, type_=c.type), c.type) for c in predictions.c}
+    select = sa.select(*values.values()).where(~_stored_near(values["request_id"]))
     return (
-        dialect_insert(engine, predictions)
-        .on_conflict_do_nothing(index_elements=["request_id"])
+        postgresql.insert(predictions)
+        .from_select(list(values), select)
+        .on_conflict_do_nothing(index_elements=["request_id", "created_at"])
         .returning(predictions.c.request_id)
     )
 

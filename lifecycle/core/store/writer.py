@@ -1,9 +1,12 @@
 """Prediction store: one row per prediction and the feedback labels, off the request path.
 
-`submit()` puts a record on a bounded in-memory queue; one writer thread flushes it with
-multi-row `INSERT ... ON CONFLICT (request_id) DO NOTHING`. While the database is down, rows go
-to an on-disk spool (spool.py) and are replayed in order, before newer rows, once the
-database answers again. Policy and failure modes: docs/prediction-store.md.
+`submit()` puts a record on a bounded in-memory queue; one writer thread flushes it in
+batches (database.py: COPY on PostgreSQL, multi-row INSERT on SQLite, skipping stored request
+ids). While the database is down, rows go to an on-disk spool (spool.py) and are replayed in
+order, before newer rows, once the database answers again. Rows the queue has no room for go
+to the spool through the spiller thread (overflow.py), never on the caller's thread; when
+neither can keep a request's rows, `submit_many` refuses it (PredictionLogSaturated, 503) so
+that no answered prediction goes unlogged. Policy and failure modes: docs/prediction-store.md.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lifecycle.core.errors import LifecycleError
+from lifecycle.core.store.columns import PredictionColumns
 from lifecycle.core.store.database import PredictionDatabase, StoreUnavailable
 from lifecycle.core.store.health import (
     DatabaseHealth,
@@ -26,6 +32,7 @@ from lifecycle.core.store.health import (
 )
 from lifecycle.core.store.lookups import StoreLookups
 from lifecycle.core.store.observer import NoObserver, StoreObserver
+from lifecycle.core.store.overflow import Overflow
 from lifecycle.core.store.replay import Replayer
 from lifecycle.core.store.spool import Spool
 from lifecycle.core.store.tables import PredictionRecord
@@ -37,6 +44,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ADOPT_EVERY = 30.0
+# How often the writer lets the database do its upkeep (maintain(): partitions ahead, the
+# retention); maintain() itself does nothing until a task is due.
+_MAINTAIN_EVERY = 60.0
+# Refuse new requests once the spool holds this share of its limit: the rest is headroom for
+# requests already admitted, so that what was answered still fits.
+_SPOOL_ADMIT_SHARE = 0.9
+
+
+class PredictionLogSaturated(LifecycleError):
+    """Neither the writer's queue nor the spool can keep more rows right now."""
+
+    status_code = 503
+    retry_after = 1
 
 
 class PredictionStore(StoreLookups):
@@ -50,9 +70,14 @@ class PredictionStore(StoreLookups):
         flush_interval: float = 0.2,
         spool_max_bytes: int = 512 * 1024 * 1024,
         observer: StoreObserver | None = None,
+        retention: timedelta | None = None,
     ) -> None:
-        self._db = PredictionDatabase(database_url, on_rejected=self._rejected)
+        self._db = PredictionDatabase(database_url, on_rejected=self._rejected, retention=retention)
         self._queue: queue.Queue[PredictionRecord] = queue.Queue(maxsize=queue_size)
+        # At most a queue's worth of rows waits in memory for the spiller; beyond that,
+        # requests are refused (submit_many) rather than held up or answered unlogged.
+        self._overflow_limit = queue_size
+        self._overflow = Overflow(self._to_spool)
         # Rows per multi-row INSERT, within what the dialect can bind in one statement.
         self._rows_per_insert = min(batch_size, self._db.max_rows_per_insert)
         self._flush_interval = flush_interval
@@ -65,6 +90,7 @@ class PredictionStore(StoreLookups):
         self._io_lock = threading.Lock()
         self._health = DatabaseHealth(self._spool.root)
         self._next_adopt = 0.0
+        self._next_maintain = 0.0
         self._spool_health = SpoolHealth(self._spool)
         self._drops = DropLog()
         self._replayer = Replayer(
@@ -91,6 +117,7 @@ class PredictionStore(StoreLookups):
             flush_interval=settings.prediction_flush_interval,
             spool_max_bytes=settings.prediction_spool_max_bytes,
             observer=observer,
+            retention=settings.resolved_prediction_retention(),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -112,6 +139,7 @@ class PredictionStore(StoreLookups):
             self._db.ensure_schema()
         except StoreUnavailable as exc:
             self._health.mark_down(exc)
+        self._overflow.start()
         self._thread = threading.Thread(
             target=self._run, name="prediction-store-writer", daemon=True
         )
@@ -128,7 +156,9 @@ class PredictionStore(StoreLookups):
                 log.warning(
                     "prediction writer did not stop within %.1fs; spooling the rest", timeout
                 )
-        # Whatever is still queued (writer stuck, or never started) is kept on disk.
+        # Whatever is still queued or waiting to spill (writer stuck, or never started) is
+        # kept on disk.
+        self._overflow.stop(timeout)
         self._spool_queue()
         self._drops.log()
         self._spool.close()
@@ -137,19 +167,66 @@ class PredictionStore(StoreLookups):
     # -- write path --------------------------------------------------------------------------
 
     def submit(self, record: PredictionRecord) -> None:
-        """Hand a record to the writer; never blocks on the database and never raises."""
+        """Hand a record to the writer; never waits on the database or the disk and never
+        raises. A record neither the queue nor the overflow can take is dropped and counted:
+        callers that can still refuse their request use `submit_many`."""
         try:
-            if self._closed:
-                self._to_spool([record])
-                return
-            try:
-                self._queue.put_nowait(record)
-            except queue.Full:
-                self._observer.queue_depth(self._queue.qsize())
-                self._to_spool([record])
+            self._offer([record])
         except Exception:
             log.exception("prediction %s could not be queued or spooled", record.request_id)
             self._drop(1, "could not be queued or spooled")
+
+    def submit_many(self, records: Sequence[PredictionRecord]) -> None:
+        """Hand one request's records to the writer, all or none: raises
+        PredictionLogSaturated (503, before anything is queued) when the queue is full and
+        the overflow or the spool is at its limit, so the caller refuses the request instead
+        of answering predictions that could not be logged. Never waits on the database or
+        the disk."""
+        if self.saturated(len(records)):
+            self._observer.shed(len(records))
+            raise PredictionLogSaturated(
+                "the prediction log is saturated (its queue and spool are full); retry shortly"
+            )
+        try:
+            self._offer(records)
+        except Exception:
+            log.exception("%d prediction(s) could not be queued or spooled", len(records))
+            self._drop(len(records), "could not be queued or spooled")
+
+    def _queue_has_room(self, n: int) -> bool:
+        return self._queue.maxsize - self._queue.qsize() >= n
+
+    def saturated(self, n: int = 1) -> bool:
+        """Whether `n` more rows would have nowhere to wait: the queue has no room for them,
+        and the overflow is at its limit or the spool nearly full (or unusable)."""
+        if self._queue_has_room(n):
+            return False
+        if len(self._overflow) + n > self._overflow_limit:
+            return True
+        if self._spool_health.error is not None:
+            return True
+        return self._spool.pending_bytes >= self._spool.max_bytes * _SPOOL_ADMIT_SHARE
+
+    def _offer(self, records: Sequence[PredictionRecord]) -> None:
+        # Before start() or after stop() no spiller runs: rows spool on this thread (the few
+        # requests still finishing at shutdown, or a store used without its writer).
+        spiller_down = self._closed or not self._overflow.running
+        if spiller_down and (self._closed or not self._queue_has_room(len(records))):
+            self._observer.queue_depth(self._queue.qsize())
+            self._to_spool(records)
+            return
+        for i, record in enumerate(records):
+            try:
+                self._queue.put_nowait(record)
+            except queue.Full:
+                rest = records[i:]
+                if len(self._overflow) + len(rest) > 2 * self._overflow_limit:
+                    # Only `submit`, which cannot refuse, gets here: bounded memory wins.
+                    self._drop(len(rest), "the queue and the overflow were full")
+                else:
+                    self._overflow.put(rest)
+                self._observer.queue_depth(self._queue.qsize() + len(self._overflow))
+                return
 
     def write(self, records: Sequence[PredictionRecord]) -> int:
         """Store records now; return how many were new. Raises StoreUnavailable when the
@@ -159,6 +236,13 @@ class PredictionStore(StoreLookups):
             chunk = records[start : start + self._rows_per_insert]
             inserted += self._db.insert(chunk)
             self._observer.written(len(chunk))
+        return inserted
+
+    def write_columns(self, batch: PredictionColumns) -> int:
+        """`write` for predictions in columnar form (a scored file chunk), stored in one
+        transaction on PostgreSQL; the same guarantees and errors as `write`."""
+        inserted = self._db.insert_columns(batch)
+        self._observer.written(len(batch))
         return inserted
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -184,7 +268,7 @@ class PredictionStore(StoreLookups):
     def _drained(self) -> bool:
         with self._queue.mutex:
             unfinished = self._queue.unfinished_tasks
-        return unfinished == 0 and self._spool.empty()
+        return unfinished == 0 and len(self._overflow) == 0 and self._spool.empty()
 
     # -- writer ------------------------------------------------------------------------------
 
@@ -216,10 +300,23 @@ class PredictionStore(StoreLookups):
         except Exception:
             # The batch taken off the queue must still be handled below, or it would be lost.
             log.exception("prediction spool replay failed")
+        self._maintain()
         if batch:
             self._handle(batch)
-        self._observer.queue_depth(self._queue.qsize())
+        self._observer.queue_depth(self._queue.qsize() + len(self._overflow))
         self._drops.log()
+
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if self._health.down or now < self._next_maintain:
+            return
+        self._next_maintain = now + _MAINTAIN_EVERY
+        try:
+            self._db.maintain()
+        except StoreUnavailable as exc:
+            self._health.mark_down(exc)
+        except Exception:
+            log.exception("prediction store maintenance failed")
 
     def _take(self, wait: float) -> list[PredictionRecord]:
         batch: list[PredictionRecord] = []

@@ -1,0 +1,1 @@
+"""The prediction store's revisions, oldest first by their `down_revision` chain."""

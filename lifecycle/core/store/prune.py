@@ -1,0 +1,116 @@
+"""Retention of the prediction log: `lifecycle prune --older-than DURATION` and the
+`prediction_retention` setting, applied by the store's maintenance hook.
+
+PostgreSQL: day partitions wholly older than the cutoff are dropped (no row is deleted, no
+table is vacuumed afterwards); rows of the default partition older than the cutoff are
+deleted; so are the feedback labels of what goes. Rows of the day that holds the cutoff stay
+until their whole day is older, so up to a day more than asked is kept. SQLite: rows older
+than the cutoff, and their feedback, are deleted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from lifecycle.core.errors import ConfigError
+from lifecycle.core.store.partitions import DEFAULT, LOCK_TIMEOUT, day_partitions
+from lifecycle.core.store.tables import as_utc, feedback, predictions
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# pg_try_advisory_lock key: one process at a time applies the retention ("lcprune").
+PRUNE_LOCK = 0x6C6370_72756E65
+
+
+def parse_duration(text: str, field_name: str) -> timedelta:
+    """A positive duration written like 30d, 12h, 90m, 45s or 2w; else a ConfigError naming
+    the field."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"{field_name}: {text!r} is not a duration like 30d, 12h, 90m, 45s or 2w")
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+    if seconds <= 0:
+        raise ConfigError(f"{field_name}: {text!r} must be longer than zero")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ConfigError(f"{field_name}: {text!r} is too long") from None
+
+
+@dataclass
+class Pruned:
+    """What a prune removed."""
+
+    cutoff: datetime
+    partitions: dict[str, int] = field(default_factory=dict)  # dropped: name -> rows
+    rows_deleted: int = 0
+    feedback_deleted: int = 0
+    skipped: bool = False  # another process holds the retention lock
+
+    @property
+    def rows(self) -> int:
+        return sum(self.partitions.values()) + self.rows_deleted
+
+    def describe(self) -> list[str]:
+        lines = [f"dropped partition {name} ({n} rows)" for name, n in self.partitions.items()]
+        what = "rows from the default partition" if self.partitions else "rows"
+        return [
+            *lines,
+            f"deleted {self.rows_deleted} {what} older than {self.cutoff.isoformat()}",
+            f"deleted {self.feedback_deleted} feedback labels of pruned predictions",
+        ]
+
+
+def prune(conn: Connection, cutoff: datetime) -> Pruned:
+    """Remove predictions older than `cutoff` in the caller's transaction (see the module)."""
+    cutoff = as_utc(cutoff)
+    if conn.dialect.name == "postgresql":
+        return _prune_postgresql(conn, cutoff)
+    p, f = predictions.c, feedback.c
+    old = sa.select(p.request_id).where(p.created_at < cutoff)
+    result = Pruned(cutoff)
+    result.feedback_deleted = conn.execute(
+        sa.delete(feedback).where(f.request_id.in_(old))
+    ).rowcount
+    result.rows_deleted = conn.execute(sa.delete(predictions).where(p.created_at < cutoff)).rowcount
+    return result
+
+
+def _prune_postgresql(conn: Connection, cutoff: datetime) -> Pruned:
+    result = Pruned(cutoff)
+    if not conn.execute(
+        sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PRUNE_LOCK}
+    ).scalar():
+        result.skipped = True
+        return result
+    # Dropping a partition locks `predictions` exclusively: give up rather than hold every
+    # insert behind a long report query; the next run tries again.
+    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    for partition in day_partitions(conn):
+        if partition.end > cutoff:
+            break
+        name = partition.name
+        result.feedback_deleted += conn.exec_driver_sql(
+            f"DELETE FROM {feedback.name} f USING {name} p WHERE f.request_id = p.request_id"
+        ).rowcount
+        result.partitions[name] = int(
+            conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one()
+        )
+        conn.exec_driver_sql(f"DROP TABLE {name}")
+    old = {"cutoff": cutoff}
+    result.feedback_deleted += conn.execute(
+        sa.text(
+            f"DELETE FROM {feedback.name} f USING {DEFAULT} p "
+            "WHERE f.request_id = p.request_id AND p.created_at < :cutoff"
+        ),
+        old,
+    ).rowcount
+    result.rows_deleted = conn.execute(
+        sa.text(f"DELETE FROM {DEFAULT} WHERE created_at < :cutoff"), old
+    ).rowcount
+    return result

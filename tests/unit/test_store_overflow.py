@@ -1,0 +1,159 @@
+"""The request path never waits on the spool, and a saturated prediction log refuses requests
+(counted) instead of blocking them or answering predictions it could not keep.
+
+The writer and the spool are stalled for real by holding the locks they take for their I/O,
+as a database stuck in a slow commit and a disk stuck in a long fsync would hold them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lifecycle.core.store import PredictionRecord, PredictionStore
+from lifecycle.core.store.writer import PredictionLogSaturated
+from tests.support.store_records import CountingObserver, make_record
+
+
+@pytest.fixture
+def observer() -> CountingObserver:
+    return CountingObserver()
+
+
+@pytest.fixture
+def store(tmp_path: Path, observer: CountingObserver) -> Iterator[PredictionStore]:
+    store = PredictionStore(
+        f"sqlite:///{tmp_path / 'p.db'}",
+        tmp_path / "spool",
+        queue_size=5,
+        flush_interval=0.02,
+        observer=observer,
+    )
+    store.start()
+    yield store
+    store.stop(timeout=5)
+
+
+def _ids(records: list[PredictionRecord]) -> set[str]:
+    return {r.request_id for r in records}
+
+
+def _stored(store: PredictionStore, records: list[PredictionRecord]) -> set[str]:
+    return {r.request_id for r in records if store.get(r.request_id) is not None}
+
+
+def _stall_writer(store: PredictionStore, records: int) -> threading.Lock:
+    """Hold the writer's I/O lock and let it take `records` rows off the queue, so that the
+    queue then fills as if the database were stuck in a commit."""
+    io_lock: threading.Lock = store._io_lock
+    io_lock.acquire()
+    store.submit_many([make_record(900 + i) for i in range(records)])
+    deadline = time.monotonic() + 5
+    while store._queue.qsize() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert store._queue.qsize() == 0, "the writer took the first rows and waits on its lock"
+    return io_lock
+
+
+def _submit_in_thread(store: PredictionStore, records: list[PredictionRecord]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: [store.submit(r) for r in records], daemon=True)
+    thread.start()
+    return thread
+
+
+def test_submit_returns_while_the_spool_is_stalled(
+    store: PredictionStore, observer: CountingObserver
+) -> None:
+    io_lock = _stall_writer(store, 3)
+    spool_lock: threading.Lock = store._spool._lock
+    spool_lock.acquire()
+    try:
+        # 5 rows fill the queue, the next 5 go past it: none of them may wait on the spool.
+        records = [make_record(i) for i in range(10)]
+        submitter = _submit_in_thread(store, records)
+        submitter.join(2)
+        assert not submitter.is_alive(), "submit() waited on the stalled spool"
+        assert store._queue.qsize() == 5
+    finally:
+        spool_lock.release()
+        io_lock.release()
+
+    assert store.flush(10)
+    assert store.count() == 13
+    assert _stored(store, records) == _ids(records)
+    assert observer["spooled"] == 5
+    assert observer["dropped"] == 0
+
+
+def test_a_saturated_log_refuses_the_request_and_counts_it(
+    store: PredictionStore, observer: CountingObserver
+) -> None:
+    io_lock = _stall_writer(store, 3)
+    spool_lock: threading.Lock = store._spool._lock
+    spool_lock.acquire()
+    try:
+        admitted = [make_record(i) for i in range(10)]
+        store.submit_many(admitted[:5])  # the queue
+        store.submit_many(admitted[5:])  # the overflow, stuck behind the spool
+        assert not store.saturated(0)
+        assert store.saturated(1)
+
+        refused = [make_record(i) for i in range(100, 102)]
+        started = time.perf_counter()
+        with pytest.raises(PredictionLogSaturated) as caught:
+            store.submit_many(refused)
+        assert time.perf_counter() - started < 0.5, "refusing must not wait either"
+        assert caught.value.status_code == 503
+        assert observer["shed"] == 2
+    finally:
+        spool_lock.release()
+        io_lock.release()
+
+    assert store.flush(10)
+    assert store.count() == 13, "every admitted row is stored, once"
+    assert _stored(store, admitted) == _ids(admitted)
+    assert not _stored(store, refused)
+    assert observer["dropped"] == 0
+    # Once the writer catches up, requests are admitted again.
+    store.submit_many(refused)
+    assert store.flush(10)
+    assert _stored(store, refused) == _ids(refused)
+
+
+def test_a_nearly_full_spool_refuses_before_rows_would_be_dropped(
+    tmp_path: Path, observer: CountingObserver
+) -> None:
+    queued = [make_record(i) for i in range(5)]
+    spilled = [make_record(i) for i in range(5, 9)]
+    store = PredictionStore(
+        f"sqlite:///{tmp_path / 'p.db'}",
+        tmp_path / "spool",
+        queue_size=5,
+        flush_interval=0.02,
+        # Room for the spilled rows and a little more: past 90 % of it, requests are refused.
+        spool_max_bytes=sum(len(r.to_json_line()) for r in spilled) + 50,
+        observer=observer,
+    )
+    store.start()
+    try:
+        io_lock = _stall_writer(store, 1)
+        try:
+            store.submit_many(queued)
+            store.submit_many(spilled)  # the queue is full: through the spiller to the spool
+            deadline = time.monotonic() + 5
+            while len(store._overflow) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert observer["spooled"] == 4
+            with pytest.raises(PredictionLogSaturated):
+                store.submit_many([make_record(50)])
+        finally:
+            io_lock.release()
+        assert store.flush(10)
+        assert store.count() == 10
+        assert observer["dropped"] == 0
+    finally:
+        store.stop(timeout=5)
