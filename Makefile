@@ -54,6 +54,10 @@ unit: $(STAMP)
 # Side by side with `mlflow models serve` on the same model; writes docs/benchmarks.md.
 # Needs wrk (`apt-get install wrk`). BENCH_ARGS="--duration 20 --rounds 5" to change the run,
 # BENCH_ARGS=--quick for a short try.
+# The async and batch-file benchmarks start their stack on the local PostgreSQL and RabbitMQ,
+# as the tests do (docs/testing.md); set these to use others.
+bench: export LIFECYCLE_TEST_POSTGRES_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/postgres
+bench: export LIFECYCLE_TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.async_bench --write-docs $(ASYNC_BENCH_ARGS)

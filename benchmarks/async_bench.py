@@ -293,6 +293,42 @@ def alternated_rounds(
     }
 
 
+def start_stack(
+    procs: Supervisor, work: Path, db: str, broker: str, extra: dict[str, str]
+) -> tuple[dict[str, str], str, subprocess.Popen[bytes]]:
+    """The commands users run: `lifecycle tracking`, `train --register`, `promote`,
+    `lifecycle worker` and `lifecycle serve`, with the prediction store on `db` and the
+    broker on `broker`. Returns the environment, the API's URL and the worker's process;
+    waits for neither to be ready."""
+    tport, aport = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIFECYCLE_", "MLFLOW_"))}
+    env.update(
+        LIFECYCLE_DATA_DIR=str(work / "data"),
+        LIFECYCLE_TRACKING_PORT=str(tport),
+        LIFECYCLE_DATABASE_URL=db,
+        LIFECYCLE_BROKER_URL=broker,
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+        **extra,
+    )
+    procs.start("mlflow", [sys.executable, "-m", "lifecycle", "tracking"], env)
+    env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{tport}"
+    wait_http(f"{env['MLFLOW_TRACKING_URI']}/health", 120)
+    for cmd in (
+        ["train", "--register"],
+        ["promote", "iris-classifier", "1", "--stage", "Production", "--force"],
+    ):
+        subprocess.run(
+            [sys.executable, "-m", "lifecycle", *cmd],
+            env=env,
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
+        )
+    worker = procs.start("worker", [sys.executable, "-m", "lifecycle", "worker"], env).process
+    procs.start("api", [sys.executable, "-m", "lifecycle", "serve", "--port", str(aport)], env)
+    return env, f"http://127.0.0.1:{aport}", worker
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -321,41 +357,10 @@ def main() -> None:
     }
     try:
         with temp_database("lc_bench") as db, rabbit_vhost() as broker:
-            tport, aport = free_port(), free_port()
-            env = {
-                k: v for k, v in os.environ.items() if not k.startswith(("LIFECYCLE_", "MLFLOW_"))
-            }
-            env.update(
-                LIFECYCLE_DATA_DIR=str(work / "data"),
-                LIFECYCLE_TRACKING_PORT=str(tport),
-                LIFECYCLE_DATABASE_URL=db,
-                LIFECYCLE_BROKER_URL=broker,
-                LIFECYCLE_BATCH_CHUNK_ROWS=str(args.chunk_rows),
-                MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
-            )
+            extra = {"LIFECYCLE_BATCH_CHUNK_ROWS": str(args.chunk_rows)}
             if args.worker_concurrency:
-                env["LIFECYCLE_WORKER_CONCURRENCY"] = str(args.worker_concurrency)
-            procs.start("mlflow", [sys.executable, "-m", "lifecycle", "tracking"], env)
-            env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{tport}"
-            wait_http(f"{env['MLFLOW_TRACKING_URI']}/health", 120)
-            for cmd in (
-                ["train", "--register"],
-                ["promote", "iris-classifier", "1", "--stage", "Production", "--force"],
-            ):
-                subprocess.run(
-                    [sys.executable, "-m", "lifecycle", *cmd],
-                    env=env,
-                    check=True,
-                    cwd=ROOT,
-                    capture_output=True,
-                )
-            worker = procs.start(
-                "worker", [sys.executable, "-m", "lifecycle", "worker"], env
-            ).process
-            procs.start(
-                "api", [sys.executable, "-m", "lifecycle", "serve", "--port", str(aport)], env
-            )
-            api = f"http://127.0.0.1:{aport}"
+                extra["LIFECYCLE_WORKER_CONCURRENCY"] = str(args.worker_concurrency)
+            env, api, worker = start_stack(procs, work, db, broker, extra)
             wait_http(f"{api}/ready", 120)
             time.sleep(3)  # the worker loads the model too
             settings = Settings(

@@ -22,7 +22,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ import httpx
 import pandas as pd
 import sqlalchemy as sa
 
-from benchmarks.async_bench import tree_rss, write_csv
+from benchmarks.async_bench import start_stack, tree_rss, write_csv
 from benchmarks.docs_section import write_section
 from lifecycle.cli.supervisor import Supervisor
 from tests.support.services import free_port, temp_database, wait_http
@@ -168,40 +167,10 @@ def main() -> None:
     load = os.getloadavg()[0]
     try:
         with temp_database("lc_batch_bench") as db, rabbit_vhost() as broker:
-            tport, aport = free_port(), free_port()
-            env = {
-                k: v for k, v in os.environ.items() if not k.startswith(("LIFECYCLE_", "MLFLOW_"))
-            }
-            env.update(
-                LIFECYCLE_DATA_DIR=str(work / "data"),
-                LIFECYCLE_TRACKING_PORT=str(tport),
-                LIFECYCLE_DATABASE_URL=db,
-                LIFECYCLE_BROKER_URL=broker,
-                MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
-            )
+            extra = {}
             if args.chunk_rows:
-                env["LIFECYCLE_BATCH_CHUNK_ROWS"] = str(args.chunk_rows)
-            procs.start("mlflow", [sys.executable, "-m", "lifecycle", "tracking"], env)
-            env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{tport}"
-            wait_http(f"{env['MLFLOW_TRACKING_URI']}/health", 120)
-            for cmd in (
-                ["train", "--register"],
-                ["promote", "iris-classifier", "1", "--stage", "Production", "--force"],
-            ):
-                subprocess.run(
-                    [sys.executable, "-m", "lifecycle", *cmd],
-                    env=env,
-                    check=True,
-                    cwd=ROOT,
-                    capture_output=True,
-                )
-            worker = procs.start(
-                "worker", [sys.executable, "-m", "lifecycle", "worker"], env
-            ).process
-            procs.start(
-                "api", [sys.executable, "-m", "lifecycle", "serve", "--port", str(aport)], env
-            )
-            api = f"http://127.0.0.1:{aport}"
+                extra["LIFECYCLE_BATCH_CHUNK_ROWS"] = str(args.chunk_rows)
+            env, api, worker = start_stack(procs, work, db, broker, extra)
             mport = free_port()
             # `mlflow models serve` execs uvicorn through PATH: this virtualenv's.
             mlflow_env = {**env, "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}"}
