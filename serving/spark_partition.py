@@ -4,9 +4,9 @@
 executor. It receives Arrow batches that already carry the served version's class
 probabilities (from `mlflow.pyfunc.spark_udf`), turns them into the answers the REST path
 gives (prediction = the most probable class, label and probability keys through the served
-model's class labels, as `serving.inference.infer` does), writes one `PredictionRecord` per
-row with `PredictionStore.write` and yields the rows with their new columns for the output
-file.
+model's class labels, as `serving.inference.infer` does), writes each batch to the prediction
+store in columnar form (`PredictionStore.write_columns`, the bulk path /batch uses) and yields
+the rows with their new columns for the output file.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.core.settings import Settings
-from lifecycle.core.store import PredictionRecord, PredictionStore
+from lifecycle.core.store import PredictionStore
+from lifecycle.core.store.columns import PredictionColumns
 
 # Internal columns the driver adds and the executors drop before writing the output file.
 ROW = "__lifecycle_row"
@@ -77,9 +78,9 @@ class StorePartition:
                 # The wait for a batch covers reading and scoring it upstream in this task:
                 # divided among its rows, it is the per-row latency /batch stores for a chunk.
                 latency_ms = (time.perf_counter() - waited) * 1000 / max(len(batch), 1)
-                out, records = self.score(batch, latency_ms)
-                if records:
-                    self.inserted.add(store.write(records))
+                out, columns = self.score(batch, latency_ms)
+                if len(columns):
+                    self.inserted.add(store.write_columns(columns))
                 yield out
                 waited = time.perf_counter()
         finally:
@@ -87,34 +88,30 @@ class StorePartition:
 
     def score(
         self, batch: pd.DataFrame, latency_ms: float
-    ) -> tuple[pd.DataFrame, list[PredictionRecord]]:
+    ) -> tuple[pd.DataFrame, PredictionColumns]:
         served = self.served
         probs = np.vstack(list(batch[PROBS])) if len(batch) else np.empty((0, 0))
         classes = np.asarray(served.classes, dtype=object)
         predictions = [_plain(c) for c in classes[probs.argmax(axis=1)]] if len(batch) else []
         labels = [served.label_of(p) for p in predictions]
         names = [served.label_of(c) for c in served.classes]
-        probabilities = [dict(zip(names, row, strict=True)) for row in probs.tolist()]
         ids = [f"{self.job_id}-{int(r)}" for r in batch[ROW].tolist()]
         matrix = batch[[feature_column(i) for i in range(len(served.features))]]
-        features = [dict(zip(served.features, row, strict=True)) for row in matrix.values.tolist()]
-        at = datetime.now(UTC)
-        records = [
-            PredictionRecord(
-                request_id=ids[i],
-                created_at=at,
-                source=self.source,
-                model_name=served.name,
-                model_version=served.version,
-                run_id=served.run_id,
-                features=features[i],
-                prediction=predictions[i],
-                label=labels[i],
-                probabilities=probabilities[i],
-                latency_ms=latency_ms,
-            )
-            for i in range(len(batch))
-        ]
+        columns = PredictionColumns(
+            request_ids=ids,
+            created_at=datetime.now(UTC),
+            source=self.source,
+            model_name=served.name,
+            model_version=served.version,
+            run_id=served.run_id,
+            feature_names=tuple(served.features),
+            features=matrix.to_numpy(dtype=float),
+            predictions=np.asarray(predictions),
+            labels=labels,
+            class_labels=tuple(names),
+            probabilities=probs if len(batch) else np.empty((0, len(names))),
+            latency_ms=latency_ms,
+        )
         out = batch[list(self.keep)].copy()
         out["request_id"] = ids
         text = prediction_type(served.classes) == "string"
@@ -123,7 +120,7 @@ class StorePartition:
         out["label"] = labels
         out["probability"] = probs.max(axis=1) if len(batch) else np.empty(0)
         out["model_version"] = served.version
-        return out, records
+        return out, columns
 
 
 def prediction_type(classes: Sequence[Any]) -> str:
