@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from lifecycle.core.durations import parse_duration
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.settings import Settings
 from lifecycle.core.store.database import PredictionDatabase
-from lifecycle.core.store.prune import parse_duration
 
 
 class PruneBusy(LifecycleError):

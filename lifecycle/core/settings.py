@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lifecycle.core.durations import parse_duration
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -307,8 +309,6 @@ class Settings(BaseSettings):
         """prediction_retention as a duration; a ConfigError naming it when malformed."""
         if not self.prediction_retention:
             return None
-        from lifecycle.core.store.prune import parse_duration
-
         return parse_duration(self.prediction_retention, "prediction_retention")
 
     def resolved_database_url(self) -> str:

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from lifecycle.core.durations import parse_duration
 from lifecycle.core.errors import ConfigError
 from lifecycle.core.settings import Settings
 from lifecycle.core.store import PredictionReader, PredictionRecord, PredictionStore, migrate
 from lifecycle.core.store.database import PredictionDatabase
 from lifecycle.core.store.partitions import AHEAD_DAYS, DEFAULT, partition_name
-from lifecycle.core.store.prune import PRUNE_LOCK, parse_duration
+from lifecycle.core.store.prune import PRUNE_LOCK
 from lifecycle.core.store.tables import DEDUP_WINDOW
 from tests.support.cli import assert_one_line_error, cli_env, run_cli
 from tests.support.services import temp_database

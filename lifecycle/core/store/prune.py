@@ -10,36 +10,17 @@ than the cutoff, and their feedback, are deleted.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from lifecycle.core.errors import ConfigError
 from lifecycle.core.store.partitions import DEFAULT, LOCK_TIMEOUT, day_partitions
 from lifecycle.core.store.tables import as_utc, feedback, predictions
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # pg_try_advisory_lock key: one process at a time applies the retention ("lcprune").
 PRUNE_LOCK = 0x6C6370_72756E65
-
-
-def parse_duration(text: str, field_name: str) -> timedelta:
-    """A positive duration written like 30d, 12h, 90m, 45s or 2w; else a ConfigError naming
-    the field."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(f"{field_name}: {text!r} is not a duration like 30d, 12h, 90m, 45s or 2w")
-    seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
-    if seconds <= 0:
-        raise ConfigError(f"{field_name}: {text!r} must be longer than zero")
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise ConfigError(f"{field_name}: {text!r} is too long") from None
 
 
 @dataclass
