@@ -104,6 +104,9 @@ def labelled_rows(labelled: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.Dat
     frame = pd.DataFrame(features)
     frame = schema.coerce(frame)
     frame[schema.target] = list(target[keep])
+    # The database returns rows of equal time in any order, and the split that follows is by
+    # position: sorted by content, the same rows always make the same training set.
+    frame = frame.sort_values(list(frame.columns), kind="mergesort")
     return frame.reset_index(drop=True), int((~keep).sum())
 
 

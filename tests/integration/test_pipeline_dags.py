@@ -105,7 +105,9 @@ def test_batch_scoring_moves_a_bad_file_to_failed_with_the_reason(
 @pytest.fixture(scope="module")
 def drift_run(dags: DagEnv, stack: Stack) -> tuple[dict[str, Any], str]:
     """drift_check on unshifted traffic whose feedback agrees with every prediction."""
-    simulated(stack, 200, feedback_accuracy=1.0)
+    # A fixed seed: the retrain below is gated against v1 on rows v1 itself labelled, so
+    # whether the candidate comes within the margin depends on which rows were drawn.
+    simulated(stack, 200, seed=5, feedback_accuracy=1.0)
     return dags.test("drift_check")
 
 

@@ -195,6 +195,24 @@ def test_labelled_rows_take_the_class_their_feedback_label_names() -> None:
     }
 
 
+def test_labelled_rows_make_the_same_training_rows_whatever_order_they_come_in() -> None:
+    labelled = pd.DataFrame(
+        {
+            "request_id": [f"r{i}" for i in range(6)],
+            "created_at": pd.to_datetime(["2026-01-01"] * 6, utc=True),
+            "model_version": ["1"] * 6,
+            "label": ["setosa"] * 6,
+            "actual": ["virginica", "setosa", "versicolor", "setosa", "virginica", "setosa"],
+            "a": [3.0, 1.0, 2.0, 1.0, 0.5, 4.0],
+            "features.label": [1.0, 9.0, 2.0, 8.0, 3.0, 7.0],
+        }
+    )
+    first, _ = labelled_rows(labelled, SCHEMA)
+    again, _ = labelled_rows(labelled.iloc[[4, 2, 5, 0, 3, 1]], SCHEMA)
+    assert first.to_dict("list") == again.to_dict("list")
+    assert first["a"].tolist() == [0.5, 1.0, 1.0, 2.0, 3.0, 4.0]
+
+
 def test_no_labelled_rows_give_an_empty_frame_with_the_columns() -> None:
     rows, dropped = labelled_rows(pd.DataFrame(), SCHEMA)
     assert (list(rows.columns), len(rows), dropped) == (["a", "label", "species"], 0, 0)
