@@ -6,8 +6,10 @@ Each round stores the same pre-built records (iris-shaped: four features, a labe
 probabilities) into an emptied table with `PredictionDatabase.insert` (`insert_columns` for
 the columnar path), in batches of `--batch` rows (the writer thread's and a batch file chunk's
 unit), once per path; the order of the paths reverses between rounds, after a warm-up round of
-each. Reported: rows/s,
-median and best of each path, and the ratio of the medians.
+each. The COPY paths run twice: with rows flagged `recheck` (looked up by request id, as a
+task's rows are) and unflagged ("keyed": the key alone, as REST rows with a server-generated
+id and batch file jobs). Reported: rows/s, median and best of each path, and the ratio of the
+medians.
 
     python -m benchmarks.store_write [--rows 200000] [--batch 500] [--rounds 5] [--write-docs]
 """
@@ -36,7 +38,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 START = "<!-- store-write:start -->"
 END = "<!-- store-write:end -->"
 LABELS = ("setosa", "versicolor", "virginica")
-PATHS = ("columns", "copy", "insert")
+PATHS = ("columns", "columns-keyed", "copy", "copy-keyed", "insert")
 
 
 def records(n: int) -> list[PredictionRecord]:
@@ -86,6 +88,7 @@ def as_columns(rows: list[PredictionRecord]) -> PredictionColumns:
         class_labels=classes,
         probabilities=np.array([[(r.probabilities or {})[c] for c in classes] for r in rows]),
         latency_ms=first.latency_ms,
+        recheck=first.recheck,
     )
 
 
@@ -94,7 +97,7 @@ def store(db: PredictionDatabase, rows: list[PredictionRecord], batch: int, path
     with db.engine.begin() as conn:
         conn.execute(sa.text("TRUNCATE predictions"))
     db._copy = path != "insert"  # the path under test; everything else is the store's own code
-    columns = as_columns(rows) if path == "columns" else None
+    columns = as_columns(rows) if path.startswith("columns") else None
     started = time.perf_counter()
     stored = 0
     for start in range(0, len(rows), batch):
@@ -130,17 +133,19 @@ def main() -> None:
     if args.postgres:
         os.environ["LIFECYCLE_TEST_POSTGRES_URL"] = args.postgres
     rows = records(args.rows)
+    keyed = [dataclasses.replace(r, recheck=False) for r in rows]
+    inputs = {path: keyed if path.endswith("-keyed") else rows for path in PATHS}
     seconds: dict[str, list[float]] = {path: [] for path in PATHS}
     with temp_database("lc_store_write") as url:
         db = PredictionDatabase(url, on_rejected=lambda n: None)
         db.ensure_schema()
         try:
             for path in PATHS:  # warm-up: connections, temp table, caches
-                store(db, rows, args.batch, path)
+                store(db, inputs[path], args.batch, path)
             for round_ in range(args.rounds):
                 order = PATHS if round_ % 2 == 0 else PATHS[::-1]
                 for path in order:
-                    seconds[path].append(store(db, rows, args.batch, path))
+                    seconds[path].append(store(db, inputs[path], args.batch, path))
                     rate = args.rows / seconds[path][-1]
                     print(f"round {round_ + 1} {path:6s} {rate:10,.0f} rows/s", flush=True)
         finally:
@@ -164,13 +169,17 @@ def main() -> None:
             f"| {name} | {medians[p]:,.0f} | {max(rates[p]):,.0f} |"
             for p, name in (
                 ("columns", "columnar batch (`insert_columns`): COPY text built from columns"),
+                ("columns-keyed", "the same, rows not flagged `recheck` (the key alone)"),
                 ("copy", "COPY into a staging table + INSERT ... SELECT ON CONFLICT"),
+                ("copy-keyed", "the same, rows not flagged `recheck` (the key alone)"),
                 ("insert", "multi-row INSERT ... ON CONFLICT (before)"),
             )
         ),
         "",
         f"COPY / INSERT, medians: **{medians['copy'] / medians['insert']:.2f}x**; "
-        f"columns / COPY from rows: **{medians['columns'] / medians['copy']:.2f}x**.",
+        f"columns / COPY from rows: **{medians['columns'] / medians['copy']:.2f}x**; "
+        f"unflagged / flagged, medians: COPY **{medians['copy-keyed'] / medians['copy']:.2f}x**, "
+        f"columns **{medians['columns-keyed'] / medians['columns']:.2f}x**.",
         END,
     ]
     print("\n".join(lines[1:-1]))

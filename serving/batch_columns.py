@@ -39,10 +39,19 @@ def row_ids(task_id: str, offset: int, n: int) -> Any:
 
 
 def infer_columns(
-    model: LoadedModel, rows: Rows, ids: Any, source: str, started: float, offset: int
+    model: LoadedModel,
+    rows: Rows,
+    ids: Any,
+    source: str,
+    started: float,
+    offset: int,
+    accepted_at: datetime | None = None,
 ) -> ScoredChunk:
     """Score checked rows in one call; `started` is when the chunk was read, so the stored
-    latency (per row, as for every file row) covers parsing too."""
+    latency (per row, as for every file row) covers parsing too. With `accepted_at` (the file
+    job's accepted time) the rows are stamped with it, so every delivery of the job stores
+    the same created_at and the key alone keeps them once (PredictionRecord.recheck);
+    without it, with the time of scoring, looked up."""
     request = InferenceRequest(rows, "", source, started=started, per_row=True, offset=offset)
     predicted, probs = model.predictor.predict(rows.X)
     predicted = _native(np.asarray(predicted))
@@ -54,7 +63,7 @@ def infer_columns(
     if probs is not None:
         class_labels = tuple(model.label_of(_plain(c)) for c in model.predictor.classes)
         matrix = np.asarray(probs, dtype=np.float64).reshape(n, len(class_labels))
-    at = datetime.now(UTC)
+    at = accepted_at or datetime.now(UTC)
     latency_ms = (time.perf_counter() - started) * 1000 / max(n, 1)
     columns = PredictionColumns(
         request_ids=ids,
@@ -70,6 +79,7 @@ def infer_columns(
         class_labels=class_labels,
         probabilities=matrix,
         latency_ms=latency_ms,
+        recheck=accepted_at is None,
     )
     best = matrix.max(axis=1) if matrix is not None and n else np.full(n, np.nan)
     return ScoredChunk(columns, best)

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # The Celery state a running file task reports after each chunk, with {"rows": n}.
 PROGRESS_STATE = "PROGRESS"
+# The task message header carrying a file job's accepted time (ISO 8601, UTC), sent only for a
+# job id the server generated: every delivery of the job stamps its rows with it.
+ACCEPTED_AT = "lifecycle_accepted_at"
 
 Progress = Callable[[int], None]
 
@@ -45,6 +49,25 @@ def file_format(path: Path) -> str:
     return fmt
 
 
+def accepted_header() -> dict[str, str]:
+    """The header of a file task whose id the server generated (ACCEPTED_AT)."""
+    return {ACCEPTED_AT: datetime.now(UTC).isoformat()}
+
+
+def accepted_at(request: Any) -> datetime | None:
+    """A file task's accepted time from its message (Celery puts the message's headers on the
+    task request), or None: a task sent by an earlier API, or for a client's own id."""
+    value = getattr(request, ACCEPTED_AT, None)
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        log.warning("ignoring a malformed %s header: %r", ACCEPTED_AT, value)
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 def default_output(settings: Settings, task_id: str, fmt: str) -> Path:
     return settings.resolved_batch_dir() / "out" / f"{task_id}.scored.{fmt}"
 
@@ -56,6 +79,7 @@ def score_file(
     output_path: str | None = None,
     source: str = "batch",
     progress: Progress | None = None,
+    accepted_at: datetime | None = None,
 ) -> dict[str, Any]:
     """Score a CSV or Parquet file chunk by chunk into a file of the same type.
 
@@ -63,10 +87,12 @@ def score_file(
     model_version. It is written to `<output>.partial` and renamed at the end, so a reader never
     sees half a file, and a redelivered task simply starts again. One model snapshot scores the
     whole file, so every row names the same version. `progress` hears the rows done after
-    each chunk is stored and written.
+    each chunk is stored and written. `accepted_at`, the job's accepted time, stamps every
+    stored row (batch_columns.infer_columns), so a delivery of the job scored again stores
+    nothing twice without the prediction log looking its request ids up.
     """
     with storable_failures(task_id):
-        return _score_file(runtime, task_id, input_path, output_path, source, progress)
+        return _score_file(runtime, task_id, input_path, output_path, source, progress, accepted_at)
 
 
 def _score_file(
@@ -76,6 +102,7 @@ def _score_file(
     output_path: str | None,
     source: str,
     progress: Progress | None,
+    accepted_at: datetime | None,
 ) -> dict[str, Any]:
     source_path = Path(input_path).expanduser()
     fmt = file_format(source_path)
@@ -86,7 +113,7 @@ def _score_file(
     target.parent.mkdir(parents=True, exist_ok=True)
     model = runtime.model()
     batch_arrow.check_columns(source_path, fmt, model.schema)
-    job = _Job(runtime, model, task_id, source, progress, target, out_fmt)
+    job = _Job(runtime, model, task_id, source, progress, target, out_fmt, accepted_at)
     started = time.perf_counter()
     try:
         n = job.run(source_path, fmt, text=False)
@@ -123,9 +150,11 @@ class _Job:
         progress: Progress | None,
         target: Path,
         out_fmt: str,
+        accepted_at: datetime | None,
     ) -> None:
         self.runtime, self.model, self.task_id = runtime, model, task_id
         self.source, self.progress, self.out_fmt = source, progress, out_fmt
+        self.accepted_at = accepted_at
         self.partial = target.with_name(target.name + ".partial")
 
     def run(self, path: Path, fmt: str, text: bool) -> int:
@@ -143,7 +172,9 @@ class _Job:
             try:
                 chunk_rows = self.runtime.settings.batch_chunk_rows
                 for table in batch_arrow.chunks(path, fmt, chunk_rows, self.model.schema, text):
-                    scored, out = score_table(self.model, table, self.task_id, n, self.source)
+                    scored, out = score_table(
+                        self.model, table, self.task_id, n, self.source, self.accepted_at
+                    )
                     if storing is not None:
                         storing.result()
                         self._stored(done)
@@ -183,7 +214,12 @@ def progress_rows(state: str, meta: Any) -> int | None:
 
 
 def score_table(
-    model: LoadedModel, table: Any, task_id: str, offset: int, source: str
+    model: LoadedModel,
+    table: Any,
+    task_id: str,
+    offset: int,
+    source: str,
+    accepted_at: datetime | None = None,
 ) -> tuple[batch_columns.ScoredChunk, Any]:
     """One chunk (an Arrow table): checked rows → one model call → the predictions as
     columns for the store, and the chunk with its new columns for the output file."""
@@ -192,7 +228,7 @@ def score_table(
     started = time.perf_counter()
     rows = validation.frame_rows(_features(table, model.schema), model.schema, offset)
     ids = batch_columns.row_ids(task_id, offset, len(rows))
-    scored = batch_columns.infer_columns(model, rows, ids, source, started, offset)
+    scored = batch_columns.infer_columns(model, rows, ids, source, started, offset, accepted_at)
     added = {
         "request_id": ids,
         "prediction": pa.array(scored.columns.predictions),

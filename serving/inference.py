@@ -32,6 +32,8 @@ class InferenceRequest:
     ids /feedback takes). `started` is when the transport received the request, so the stored
     latency covers parsing too; `per_row` divides it among the rows (a file chunk). `offset`
     is the first row's number in its file, so an error names the row as the file counts it.
+    `recheck` goes to every record (PredictionRecord.recheck): False only for a request id
+    the server generated, which no other copy of these rows can carry.
     """
 
     rows: Rows
@@ -41,6 +43,7 @@ class InferenceRequest:
     started: float = field(default_factory=time.perf_counter)
     per_row: bool = False
     offset: int = 0
+    recheck: bool = True
 
 
 @dataclass(slots=True)
@@ -115,6 +118,7 @@ def infer(model: LoadedModel, request: InferenceRequest) -> Inference:
             label=labels[i],
             probabilities=probabilities[i] if probabilities else None,
             latency_ms=latency_ms,
+            recheck=request.recheck,
         )
         for i in range(n)
     ]

@@ -32,12 +32,14 @@ from serving.wiring import Runtime
 
 @dataclass(slots=True)
 class Pending:
-    """One request as a transport received it; `started` is when (perf_counter)."""
+    """One request as a transport received it; `started` is when (perf_counter); `task_id`
+    names the Celery task carrying it, if any."""
 
     request_id: str
     body: Any
     source: str = "async"
     started: float = field(default_factory=time.perf_counter)
+    task_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -153,17 +155,29 @@ class ScoringBatcher:
     hands its request over and waits; one thread scores and stores every request waiting at
     that moment with `score_many` and wakes their tasks. A task returns only once its rows are
     committed, so with `acks_late` a task acknowledged is a task stored.
+
+    `on_stored(items, outcomes)`, when given, runs in that thread after the batch's rows are
+    committed and before any task wakes: the Celery worker commits the batch's task states
+    there, in one transaction instead of one per task. What it raises fails the whole batch.
     """
 
-    def __init__(self, runtime: Callable[[], Runtime], max_items: int = 256) -> None:
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        max_items: int = 256,
+        on_stored: Callable[[Sequence[Pending], Sequence[Outcome]], None] | None = None,
+    ) -> None:
         self._runtime = runtime
+        self._on_stored = on_stored
         self._group: GroupCommit[Pending, Outcome] = GroupCommit(
             self._score, "score-batch", max_items
         )
 
-    def score(self, request_id: str, body: Any, source: str = "async") -> dict[str, Any]:
+    def score(
+        self, request_id: str, body: Any, source: str = "async", task_id: str | None = None
+    ) -> dict[str, Any]:
         """The /predict answer once stored; raises the request's own error, or the batch's."""
-        outcome = self._group.submit(Pending(request_id, body, source))
+        outcome = self._group.submit(Pending(request_id, body, source, task_id=task_id))
         if outcome.error is not None:
             raise outcome.error
         assert outcome.answer is not None
@@ -174,7 +188,10 @@ class ScoringBatcher:
 
     def _score(self, items: Sequence[Pending]) -> list[Outcome]:
         try:
-            return score_many(self._runtime(), items)
+            outcomes = score_many(self._runtime(), items)
+            if self._on_stored is not None:
+                self._on_stored(items, outcomes)
+            return outcomes
         except LifecycleError:
             raise
         except Exception as exc:

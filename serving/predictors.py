@@ -7,7 +7,9 @@ impute → scale → LogisticRegression pipeline to one product and a softmax, a
 applies each fitted ColumnTransformer branch to its column positions, on a copy without the
 fitted feature names (so scikit-learn does not warn "X does not have valid feature names" on
 every call). The holder uses the fastest path that answers exactly like the DataFrame path on
-the model's input example. Other flavours go through pyfunc.
+the model's input example. A single row on the `linear` path skips numpy altogether
+(`serving.linear_row`), when that answers like the model's own predict_proba. Other flavours
+go through pyfunc.
 """
 
 from __future__ import annotations
@@ -28,8 +30,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lifecycle.core.schema import FeatureSchema
+from serving.linear_row import LinearRow, Scaling
 
 Output = tuple[np.ndarray, np.ndarray | None]
+OneRow = Callable[[list[Any]], tuple[int, list[float]] | None]
+# How far the one-row path may be from the model's own predict_proba at load time; beyond it
+# (a scikit-learn whose LogisticRegression computes differently) the path is not used.
+ONE_ROW_TOLERANCE = 1e-12
 
 
 class Predictor(Protocol):
@@ -52,19 +59,30 @@ def frame(X: np.ndarray, schema: FeatureSchema) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class SklearnPredictor:
-    """A fitted estimator called on numpy (`native`/`compiled`) or on a DataFrame."""
+    """A fitted estimator called on numpy (`native`/`compiled`) or on a DataFrame.
+
+    `one_row`, when set, answers a single row in plain Python (`serving.linear_row`); a row it
+    declines goes the numpy way like any other.
+    """
 
     path: str
     call: Callable[[np.ndarray], Any]
     proba: Callable[[np.ndarray], np.ndarray] | None
     estimator_classes: tuple[Any, ...]
     sklearn_calls: bool = True
+    one_row: OneRow | None = None
 
     @property
     def classes(self) -> tuple[Any, ...]:
         return self.estimator_classes
 
     def predict(self, X: np.ndarray) -> Output:
+        if self.one_row is not None and len(X) == 1:
+            answer = self.one_row(X.tolist()[0])
+            if answer is not None:
+                index, probs = answer
+                label = np.array([self.estimator_classes[index]], dtype=object)
+                return label, np.array([probs], dtype=np.float64)
         if not self.sklearn_calls:
             return self._predict(X)
         # Inputs are validated before they get here (finite, or NaN only for a model that
@@ -103,14 +121,21 @@ def sklearn_candidates(model: Any, schema: FeatureSchema) -> list[SklearnPredict
     has_proba = hasattr(model, "predict_proba")
     out: list[SklearnPredictor] = []
     try:
-        linear = _linear(model, schema) if has_proba else None
+        parts = _linear_parts(model, schema) if has_proba else None
+        linear = _linear(parts) if parts is not None else None
+        one_row = _one_row(parts, model, schema) if parts is not None else None
     except (AttributeError, ValueError, IndexError):  # an unusual fit: keep the other paths
-        linear = None
+        linear, one_row = None, None
     if linear is not None:
         labels = np.asarray(classes, dtype=object)
         out.append(
             SklearnPredictor(
-                "linear", lambda X: labels[linear(X).argmax(axis=1)], linear, classes, False
+                "linear",
+                lambda X: labels[linear(X).argmax(axis=1)],
+                linear,
+                classes,
+                False,
+                one_row,
             )
         )
     compiled = _compile_pipeline(model, schema)
@@ -142,14 +167,18 @@ def sklearn_candidates(model: Any, schema: FeatureSchema) -> list[SklearnPredict
     return out
 
 
-def _linear(model: Any, schema: FeatureSchema) -> Callable[[np.ndarray], np.ndarray] | None:
-    """`Pipeline(ColumnTransformer([numeric: impute → scale]), LogisticRegression)` in numpy.
+@dataclass(frozen=True)
+class _LinearParts:
+    """`Pipeline(ColumnTransformer([numeric: impute → scale]), LogisticRegression)`, taken
+    apart: the columns it reads, the imputer's NaN fill, the scalers in order, the model."""
 
-    Scaling folds into the coefficients: one matrix product and a softmax, tens of
-    microseconds instead of hundreds. A NaN imputer in front cannot fold (it is not linear),
-    so its fitted fill values replace NaN cells first; a finite row skips that after one
-    `isnan` check. Infinity never gets here (the validator refuses it).
-    """
+    positions: list[int]
+    fill: np.ndarray | None
+    scalers: list[StandardScaler]
+    estimator: LogisticRegression
+
+
+def _linear_parts(model: Any, schema: FeatureSchema) -> _LinearParts | None:
     if not isinstance(model, Pipeline) or len(model.steps) != 2:
         return None
     ct, estimator = model.steps[0][1], model.steps[1][1]
@@ -162,24 +191,35 @@ def _linear(model: Any, schema: FeatureSchema) -> Callable[[np.ndarray], np.ndar
     if not all(c in schema.numeric for c in columns):
         return None
     steps = [s for _n, s in branch.steps] if isinstance(branch, Pipeline) else [branch]
-    weights = np.asarray(estimator.coef_, dtype=np.float64)
-    bias = np.asarray(estimator.intercept_, dtype=np.float64).copy()
     fill: np.ndarray | None = None
     if steps and isinstance(steps[0], SimpleImputer):
         fill = _nan_fill(steps[0])
         if fill is None:
             return None
         steps = steps[1:]
-    # Fold the steps from last to first: w·((x - m) / s) + b = (w / s)·x + (b - (w / s)·m).
-    for step in reversed(steps):
-        if isinstance(step, StandardScaler):
-            scale = step.scale_ if step.with_std else np.ones(weights.shape[1])
-            mean = step.mean_ if step.with_mean else np.zeros(weights.shape[1])
-            weights = weights / scale
-            bias = bias - weights @ mean
-            continue
+    if not all(isinstance(step, StandardScaler) for step in steps):
         return None
     positions = [schema.names.index(c) for c in columns]
+    return _LinearParts(positions, fill, steps, estimator)
+
+
+def _linear(parts: _LinearParts) -> Callable[[np.ndarray], np.ndarray]:
+    """The pipeline of `parts` in numpy.
+
+    Scaling folds into the coefficients: one matrix product and a softmax, tens of
+    microseconds instead of hundreds. A NaN imputer in front cannot fold (it is not linear),
+    so its fitted fill values replace NaN cells first; a finite row skips that after one
+    `isnan` check. Infinity never gets here (the validator refuses it).
+    """
+    weights = np.asarray(parts.estimator.coef_, dtype=np.float64)
+    bias = np.asarray(parts.estimator.intercept_, dtype=np.float64).copy()
+    # Fold the steps from last to first: w·((x - m) / s) + b = (w / s)·x + (b - (w / s)·m).
+    for step in reversed(parts.scalers):
+        scale = step.scale_ if step.with_std else np.ones(weights.shape[1])
+        mean = step.mean_ if step.with_mean else np.zeros(weights.shape[1])
+        weights = weights / scale
+        bias = bias - weights @ mean
+    positions, fill = parts.positions, parts.fill
     w_t = np.ascontiguousarray(weights.T)
 
     def proba(X: np.ndarray) -> np.ndarray:
@@ -200,6 +240,63 @@ def _linear(model: Any, schema: FeatureSchema) -> Callable[[np.ndarray], np.ndar
         return z
 
     return proba
+
+
+def _one_row(parts: _LinearParts, model: Any, schema: FeatureSchema) -> LinearRow | None:
+    """The plain-Python one-row path of `parts`, if it answers like the model's own
+    predict_proba on a few rows around the training data's centre; else None."""
+    estimator = parts.estimator
+    coef = np.asarray(estimator.coef_, dtype=np.float64)
+    if coef.ndim != 2 or len(estimator.classes_) != max(coef.shape[0], 2):
+        return None
+    scalings = tuple(
+        Scaling(
+            _floats(step.mean_) if step.with_mean else None,
+            _floats(step.scale_) if step.with_std else None,
+        )
+        for step in parts.scalers
+    )
+    row = LinearRow(
+        tuple(parts.positions),
+        None if parts.fill is None else _floats(parts.fill),
+        scalings,
+        tuple(_floats(w) for w in coef),
+        _floats(np.asarray(estimator.intercept_, dtype=np.float64)),
+    )
+    return row if _one_row_agrees(row, model, schema, parts) else None
+
+
+def _one_row_agrees(row: LinearRow, model: Any, schema: FeatureSchema, parts: _LinearParts) -> bool:
+    """Compare with the pipeline itself (DataFrame in, as fitted) on rows at the first
+    scaler's mean and one and three standard deviations either side of it."""
+    first = parts.scalers[0] if parts.scalers else None
+    centre = (
+        first.mean_ if first is not None and first.with_mean else np.zeros(len(parts.positions))
+    )
+    spread = first.scale_ if first is not None and first.with_std else np.ones(len(parts.positions))
+    probes: list[list[Any]] = []
+    for k in (0.0, 1.0, -1.0, 3.0, -3.0):
+        values = [0.0 if f.kind == "numeric" else None for f in schema.features]
+        for j, position in enumerate(parts.positions):
+            # Alternate the sign per column, so the probes are not all on one diagonal.
+            values[position] = float(centre[j] + (k if j % 2 else -k) * spread[j])
+        probes.append(values)
+    X = np.array(probes, dtype=np.float64 if not schema.categorical else object)
+    try:
+        expected = np.asarray(model.predict_proba(frame(X, schema)), dtype=np.float64)
+    except Exception:  # the pipeline refuses the probes: do not guess
+        return False
+    for values, want in zip(probes, expected.tolist(), strict=True):
+        got = row(values)
+        if got is None or len(got[1]) != len(want):
+            return False
+        if any(abs(a - b) > ONE_ROW_TOLERANCE for a, b in zip(got[1], want, strict=True)):
+            return False
+    return True
+
+
+def _floats(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1))
 
 
 def _nan_fill(imputer: SimpleImputer) -> np.ndarray | None:

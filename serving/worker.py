@@ -18,6 +18,7 @@ import socket
 import threading
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from celery import Celery, bootsteps, current_task, states
@@ -32,9 +33,8 @@ from lifecycle.core.store.report_index import ReportIndexUnavailable
 from reports.window import ReportRequest
 from serving import batch_files
 from serving.async_scoring import TRANSIENT, storable_failures
-from serving.group_commit import GroupCommit
 from serving.metrics import TaskMetrics
-from serving.micro_batch import ScoringBatcher
+from serving.micro_batch import Outcome, Pending, ScoringBatcher
 from serving.runtime import ModelUnavailable
 from serving.task_ids import TaskLedger
 from serving.wiring import RuntimeCell
@@ -53,8 +53,8 @@ REPORT_TRANSIENT: tuple[type[Exception], ...] = (
     ReportIndexUnavailable,
 )
 POOLS = ("threads", "solo", "prefork")
-# What Celery's result backend stores for one state change: task id, result, state,
-# traceback, request.
+# What Celery's result backend stores for one state change: task id, result (encoded),
+# state, traceback, request.
 _StateWrite = tuple[str, Any, str, Any, Any]
 # One-row scoring tasks spend most of their time waiting for the shared batch (group commit,
 # serving/micro_batch.py), and a batch can only be as large as the tasks running at once: a
@@ -69,6 +69,7 @@ class LifecycleCelery(Celery):
     lifecycle_settings: Settings
     runtime_cell: RuntimeCell
     score_batcher: ScoringBatcher
+    states_with_batch: bool
     heavy_slots: threading.BoundedSemaphore
     task_ledger: TaskLedger
 
@@ -104,36 +105,18 @@ class PooledDatabaseBackend(DatabaseBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.session_manager.forked = True
-        self._group: GroupCommit[_StateWrite, None] = GroupCommit(
-            self._store_results, "result-batch"
-        )
+        # One instance per app (Celery's default is one per thread): one engine and one
+        # connection pool serve every pool thread and the scoring batch's state writes.
+        self.thread_safe = True
 
-    def _store_result(
-        self,
-        task_id: str,
-        result: Any,
-        state: str,
-        traceback: Any = None,
-        request: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        # Task states written at the same moment share one transaction (group commit): one
-        # locking read and one commit for the batch instead of three statements and a commit
-        # per task, which bounded one-row tasks more than their scoring did. The call still
-        # returns only once its state is committed, and Celery acknowledges after that.
-        self._group.submit((task_id, result, state, traceback, request))
-
-    def _store_results(self, batch: Sequence[_StateWrite]) -> list[None]:
-        if len(batch) == 1:
-            super()._store_result(*batch[0])
-            return [None]
+    def store_states(self, batch: Sequence[_StateWrite]) -> None:
+        """Many task states in one transaction; each alone if that fails."""
         try:
             self._store_together(batch)
         except Exception:
             # A conflict (two workers inserting one id) must not fail the others' states.
             for write in batch:
-                super()._store_result(*write)
-        return [None] * len(batch)
+                self._store_result(*write)
 
     def _store_together(self, batch: Sequence[_StateWrite]) -> None:
         """Celery's `_store_result` for many tasks in one session: rows locked and read once,
@@ -184,7 +167,13 @@ def make_celery(settings: Settings) -> LifecycleCelery:
         app.conf.database_url = database
     app.lifecycle_settings = settings
     app.runtime_cell = RuntimeCell(settings)
-    app.score_batcher = ScoringBatcher(app.runtime_cell.get)
+    # With the database backend, a scoring batch commits its tasks' SUCCESS states itself,
+    # right after their rows: one transaction for the batch instead of one per task.
+    app.states_with_batch = database is not None
+    app.score_batcher = ScoringBatcher(
+        app.runtime_cell.get,
+        on_stored=partial(_commit_states, app) if database else None,
+    )
     app.heavy_slots = threading.BoundedSemaphore(settings.worker_concurrency)
     app.task_ledger = TaskLedger(settings.resolved_database_url())
     app.conf.update(
@@ -216,6 +205,29 @@ def make_celery(settings: Settings) -> LifecycleCelery:
     return app
 
 
+def _commit_states(
+    app: LifecycleCelery, items: Sequence[Pending], outcomes: Sequence[Outcome]
+) -> None:
+    """The SUCCESS state of every answered task of a scoring batch, in one transaction.
+
+    Runs after the batch's rows are committed and before its tasks return, so a task is
+    still acknowledged only once both are stored; a failure here retries the whole batch
+    (the store skips the rows it already holds). Failures are stored by Celery as usual.
+    """
+    backend = app.backend
+    writes: list[_StateWrite] = [
+        (item.task_id, backend.encode_result(o.answer, states.SUCCESS), states.SUCCESS, None, None)
+        for item, o in zip(items, outcomes, strict=True)
+        if item.task_id is not None and o.answer is not None
+    ]
+    if not writes:
+        return
+    try:
+        backend.store_states(writes)
+    except Exception as exc:  # the backend's driver-specific errors
+        raise StoreUnavailable(f"task states not stored ({type(exc).__name__})") from exc
+
+
 def _register_tasks(app: LifecycleCelery, settings: Settings) -> None:
     retry: dict[str, Any] = {
         # Not Celery's shared tasks: those join every app finalized later in the process,
@@ -236,7 +248,11 @@ def _register_tasks(app: LifecycleCelery, settings: Settings) -> None:
         # Tasks running at the same moment share one model call and one store transaction;
         # each returns (and is acknowledged) only once its own rows are committed.
         with storable_failures(request_id):
-            return app.score_batcher.score(request_id, body, source)
+            answer = app.score_batcher.score(request_id, body, source, str(self.request.id))
+        if app.states_with_batch:
+            # The batch committed this task's SUCCESS state: Celery need not write it again.
+            self.request.ignore_result = True
+        return answer
 
     @app.task(name=SCORE_FILE_TASK, track_started=True, **retry)
     def score_file(
@@ -253,9 +269,17 @@ def _register_tasks(app: LifecycleCelery, settings: Settings) -> None:
             except Exception as exc:  # the backend's transport-specific errors
                 log.warning("batch %s: progress not recorded: %s", task_id, exc)
 
+        # Every delivery of the job stamps its rows with the time the API accepted it.
+        accepted_at = batch_files.accepted_at(self.request)
         with app.heavy_slots:
             return batch_files.score_file(
-                runtime, task_id, input_path, output_path, source, progress=progress
+                runtime,
+                task_id,
+                input_path,
+                output_path,
+                source,
+                progress=progress,
+                accepted_at=accepted_at,
             )
 
     @app.task(name=REPORT_TASK, track_started=True, **{**retry, "autoretry_for": REPORT_TRANSIENT})

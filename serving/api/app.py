@@ -30,7 +30,7 @@ from serving.api import (
     routes_registry,
     routes_reports,
 )
-from serving.api.deps import Services, header
+from serving.api.deps import CLIENT_REQUEST_ID, Services, header
 from serving.api.fast import FastScoring, Handler
 from serving.api.models import TASK_ID_PATTERN
 from serving.api.startup import Drain, ProcessState, load_before_serving
@@ -170,8 +170,13 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = header(scope, b"x-request-id")
-        request_id = given if given and _CLIENT_ID.fullmatch(given) else _new_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        client_id = bool(given and _CLIENT_ID.fullmatch(given))
+        request_id = given if given and client_id else _new_id()
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        # A client's id can come again with a retry, scored at another time; the server's
+        # never does, so its rows skip the prediction log's request-id lookup.
+        state[CLIENT_REQUEST_ID] = client_id
         extra = [(b"x-request-id", request_id.encode())]
         started = time.perf_counter()
         status = 500

@@ -165,6 +165,16 @@ def _check_size(size: int, limit: int) -> int:
     return size
 
 
+# The request state's flag (set by `RequestContext`): the request id came from the client.
+CLIENT_REQUEST_ID = "client_request_id"
+
+
+def recheck(scope: Scope) -> bool:
+    """Whether the request's rows need the prediction log's request-id lookup
+    (PredictionRecord.recheck): yes unless the server generated the request id."""
+    return scope.get("state", {}).get(CLIENT_REQUEST_ID, True) is not False
+
+
 def header(scope: Scope, name: bytes) -> str | None:
     """The first value of header `name` (lower-case, as servers pass names), as Starlette's
     `request.headers.get` reads it."""

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from lifecycle.core.errors import LifecycleError
 from serving import bodies
 from serving.api import errors, scoring
-from serving.api.deps import Services, check_json_type, header, receive_limited
+from serving.api.deps import Services, check_json_type, header, receive_limited, recheck
 
 Handler = Callable[[Scope, Receive, Send, str], Awaitable[None]]
 _CONTENT_TYPE = (b"content-type", b"application/json")
@@ -42,7 +42,7 @@ class FastScoring:
         try:
             check_json_type(header(scope, b"content-type"))
             body = await receive_limited(scope, receive, services.settings.max_body_bytes)
-            answer = scoring.predict(services, body, request_id, started)
+            answer = scoring.predict(services, body, request_id, started, recheck(scope))
         except LifecycleError as exc:
             await errors.lifecycle_response(exc)(scope, receive, send)
             return
@@ -61,7 +61,7 @@ class FastScoring:
         try:
             mime = bodies.media_type(header(scope, b"content-type"))
             body = await receive_limited(scope, receive, services.settings.max_body_bytes)
-            answer = scoring.invocations(services, mime, body, request_id, started)
+            answer = scoring.invocations(services, mime, body, request_id, started, recheck(scope))
         except LifecycleError as exc:
             await errors.mlflow_error(exc)(scope, receive, send)
             return

@@ -18,7 +18,7 @@ from mlflow.version import VERSION as MLFLOW_VERSION
 from lifecycle.core.errors import LifecycleError
 from serving import bodies
 from serving.api import errors, schemas, scoring
-from serving.api.deps import Svc, check_json_type, read_limited
+from serving.api.deps import Svc, check_json_type, read_limited, recheck
 from serving.runtime import LoadedModel
 
 router = APIRouter(tags=["scoring"])
@@ -38,7 +38,8 @@ async def predict(request: Request, services: Svc) -> Response:
     started = time.perf_counter()
     check_json_type(request.headers.get("content-type"))
     body = await read_limited(request, services.settings.max_body_bytes)
-    return _answer(scoring.predict(services, body, request.state.request_id, started))
+    request_id = request.state.request_id
+    return _answer(scoring.predict(services, body, request_id, started, recheck(request.scope)))
 
 
 @router.post(
@@ -52,7 +53,10 @@ async def invocations(request: Request, services: Svc) -> Response:
     try:
         mime = bodies.media_type(request.headers.get("content-type"))
         body = await read_limited(request, services.settings.max_body_bytes)
-        answer = scoring.invocations(services, mime, body, request.state.request_id, started)
+        request_id = request.state.request_id
+        answer = scoring.invocations(
+            services, mime, body, request_id, started, recheck(request.scope)
+        )
     except LifecycleError as exc:
         return errors.mlflow_error(exc)
     except Exception as exc:  # answered in MLflow's shape, and logged

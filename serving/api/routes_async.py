@@ -20,7 +20,7 @@ from lifecycle.core.errors import LifecycleError, NotFound
 from lifecycle.core.settings import Settings
 from serving import validation
 from serving.api import schemas
-from serving.api.deps import CeleryDep, HolderDep, SettingsDep, json_body, validated
+from serving.api.deps import CeleryDep, HolderDep, SettingsDep, json_body, recheck, validated
 from serving.api.models import (
     TASK_ID_PATTERN,
     BatchPathRequest,
@@ -30,7 +30,7 @@ from serving.api.models import (
     TaskStatus,
 )
 from serving.async_scoring import plain_json, printable
-from serving.batch_files import progress_rows
+from serving.batch_files import accepted_header, progress_rows
 from serving.batch_output import task_output
 from serving.worker import SCORE_FILE_TASK, SCORE_TASK, LifecycleCelery
 
@@ -170,7 +170,16 @@ async def batch(
             f"content type must be application/json (a path) or one of "
             f"{', '.join(_UPLOAD_TYPES)} (the file), got '{ctype or 'none'}'"
         )
-    await send_task(client, SCORE_FILE_TASK, task_id, args=[input_path, output_path, "batch"])
+    # A job id the server generated is this job's alone: its rows are stamped with the time it
+    # was accepted (batch_files.ACCEPTED_AT). A client's id can come again with a retry.
+    headers = {} if recheck(request.scope) else accepted_header()
+    await send_task(
+        client,
+        SCORE_FILE_TASK,
+        task_id,
+        args=[input_path, output_path, "batch"],
+        headers=headers,
+    )
     return _accepted(response, task_id, "batch")
 
 

@@ -158,6 +158,13 @@ def test_killed_worker_tasks_complete_on_a_new_worker_and_store_once(
             wait_task(client, task_id)
     assert result["rows"] == rows and len(pd.read_csv(result["output"])) == rows
     assert len(stack.stored("request_id LIKE :p", p=f"{big}-%")) == rows
+    # Both deliveries stamped the rows with the job's accepted time (the key caught the rows
+    # the first worker had stored, with no request-id lookup).
+    other_times = (
+        "request_id LIKE :p AND created_at <> "
+        "(SELECT min(created_at) FROM predictions WHERE request_id LIKE :p)"
+    )
+    assert stack.stored(other_times, p=f"{big}-%") == []
     stored = stack.stored("request_id IN :ids", ids=tuple(singles))
     assert sorted(r["request_id"] for r in stored) == sorted(singles)
 

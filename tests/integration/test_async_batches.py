@@ -276,3 +276,66 @@ def test_task_states_written_at_once_are_all_stored_and_a_success_is_never_overw
     for i in range(32):
         meta = backend.get_task_meta(f"{prefix}-{i}")
         assert meta["status"] == states.SUCCESS and meta["result"] == {"i": i}
+
+
+def test_the_worker_app_has_one_result_backend_for_every_thread(
+    cluster: PgCluster, broker: str, tmp_path: Path
+) -> None:
+    from serving.worker import make_celery
+
+    app = make_celery(Settings(data_dir=tmp_path / "data", database_url=cluster.url))
+    seen: list[Any] = []
+    thread = threading.Thread(target=lambda: seen.append(app.backend))
+    thread.start()
+    thread.join(10)
+    # Celery's default is one backend (one engine, one pool) per thread.
+    assert seen == [app.backend]
+
+
+def test_a_scoring_batch_commits_its_tasks_success_states_together_before_they_return(
+    runtime: Runtime, cluster: PgCluster, broker: str, tmp_path: Path
+) -> None:
+    from functools import partial
+
+    from celery import states
+
+    from serving.worker import _commit_states, make_celery
+
+    app = make_celery(Settings(data_dir=tmp_path / "data", database_url=cluster.url))
+    backend = app.backend
+    backend.store_result(f"w-{uuid.uuid4().hex[:6]}", {"warm": True}, states.SUCCESS)
+    engine = next(iter(backend.session_manager._engines.values()))
+    commits: list[str] = []
+    sa.event.listen(engine, "commit", lambda conn: commits.append(threading.current_thread().name))
+    batcher = ScoringBatcher(lambda: runtime, on_stored=partial(_commit_states, app))
+    prefix = f"c-{uuid.uuid4().hex[:6]}"
+    found: dict[int, Any] = {}
+    errors: dict[int, Exception] = {}
+    go = threading.Barrier(24)
+
+    def task(i: int) -> None:
+        go.wait()
+        body: Any = {"features": PROTOTYPES[i % 3]} if i != 5 else {"features": [1.0]}
+        task_id = f"{prefix}-{i:03d}"
+        try:
+            answer = batcher.score(task_id, body, task_id=task_id)
+        except Exception as exc:
+            errors[i] = exc
+            return
+        # Already readable when the task returns (and Celery acknowledges it).
+        found[i] = (answer, backend.get_task_meta(task_id))
+
+    threads = [threading.Thread(target=task, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    batcher.stop()
+
+    assert list(errors) == [5]
+    assert sorted(found) == [i for i in range(24) if i != 5]
+    for answer, meta in found.values():
+        assert meta["status"] == states.SUCCESS and meta["result"] == answer
+    # The bad request's task has no state from the batch: Celery stores its failure.
+    assert backend.get_task_meta(f"{prefix}-005")["status"] == states.PENDING
+    assert set(commits) == {"score-batch"} and len(commits) < 23, "states share transactions"

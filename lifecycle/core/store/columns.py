@@ -26,7 +26,7 @@ class PredictionColumns:
     `features` is an n x len(feature_names) float matrix (NaN: a missing value), `predictions`
     the model's n raw outputs, `labels` their class labels, `probabilities` an
     n x len(class_labels) matrix or None. Every row gets the same `created_at` and `latency_ms`,
-    as the rows of one scored chunk do.
+    as the rows of one scored chunk do, and the same `recheck` (PredictionRecord.recheck).
     """
 
     request_ids: Sequence[str]
@@ -42,6 +42,7 @@ class PredictionColumns:
     class_labels: tuple[str, ...] | None
     probabilities: np.ndarray | None
     latency_ms: float
+    recheck: bool = True
 
     def __post_init__(self) -> None:
         n = len(self.request_ids)
@@ -86,6 +87,7 @@ class PredictionColumns:
                 label=str(self.labels[i]),
                 probabilities=probabilities[i],
                 latency_ms=self.latency_ms,
+                recheck=self.recheck,
             )
             for i, request_id in enumerate(self.request_ids)
         ]

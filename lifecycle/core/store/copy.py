@@ -1,5 +1,5 @@
 """PostgreSQL's bulk path for the prediction log: `COPY` a batch into a staging table, then
-one `INSERT ... SELECT ... ON CONFLICT (request_id) DO NOTHING`, in one transaction.
+one `INSERT ... SELECT ... ON CONFLICT (request_id, created_at) DO NOTHING`, in one transaction.
 
 COPY parses rows an order of magnitude faster than INSERT statements carrying the same values,
 and the INSERT from the staging table keeps what the plain INSERT guaranteed: a request id
@@ -27,39 +27,62 @@ STAGE = "lifecycle_predictions_stage"
 _COLUMNS = tuple(c.name for c in predictions.columns)
 _JSON_COLUMNS = frozenset(c.name for c in predictions.columns if isinstance(c.type, sa.JSON))
 _LIST = ", ".join(_COLUMNS)
+# The staging table has one more column than `predictions`: the rows' `recheck` flag
+# (PredictionRecord.recheck), which the move reads and does not store.
 _CREATE = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE} "
-    f"(LIKE {predictions.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    f"(LIKE {predictions.name} INCLUDING DEFAULTS, recheck boolean NOT NULL) "
+    "ON COMMIT DELETE ROWS"
 )
-_COPY = f"COPY {STAGE} ({_LIST}) FROM STDIN WITH (FORMAT csv)"
-# Exactly once (docs/prediction-store.md, "Exactly once"): one row per request id of the
-# batch, none whose request id is stored with a created_at within DEDUP_WINDOW of its own (a
-# redelivered task scored again), and the key (request_id, created_at) for the rest (a
-# replayed spool, or another writer's row committed meanwhile). `stored` looks the batch's ids
-# up in one index scan per partition of the batch's time range (constants, so the planner
-# keeps only those partitions: with per-row bounds alone it opened every partition for every
-# batch, 130 ms a batch at 400 partitions against 5 ms); a correlated NOT EXISTS probing
-# `predictions` row by row cost about 20 % more database CPU per row.
+STAGE_COLUMNS = (*_COLUMNS, "recheck")
+_COPY = f"COPY {STAGE} ({', '.join(STAGE_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+# Exactly once (docs/prediction-store.md, "Exactly once"). Every row: the key
+# (request_id, created_at) catches a copy with the same created_at (a replayed spool, a
+# redelivered file job stamped with its accepted time, another writer's row committed
+# meanwhile). Rows flagged `recheck` (a redelivered task scored again, a client's retry):
+# one row per request id of the batch, none whose request id is stored with a created_at
+# within DEDUP_WINDOW of its own. `stored` looks the flagged ids up in one index scan per
+# partition of their time range (constants, so the planner keeps only those partitions: with
+# per-row bounds alone it opened every partition for every batch, 130 ms a batch at 400
+# partitions against 5 ms); a correlated NOT EXISTS probing `predictions` row by row cost
+# about 20 % more database CPU per row.
 _MOVE = (
-    "WITH stored AS MATERIALIZED (SELECT p.request_id, p.created_at "
-    f"FROM {predictions.name} p WHERE p.request_id = ANY (ARRAY(SELECT request_id FROM {STAGE})) "
+    "WITH stored AS MATERIALIZED (SELECT p.request_id, p.created_at FROM "
+    f"{predictions.name} p WHERE p.request_id = ANY "
+    f"(ARRAY(SELECT request_id FROM {STAGE} WHERE recheck)) "
     "AND p.created_at >= %(since)s AND p.created_at <= %(until)s) "
     f"INSERT INTO {predictions.name} ({_LIST}) "
     f"SELECT DISTINCT ON (s.request_id) {', '.join('s.' + c for c in _COLUMNS)} FROM {STAGE} s "
-    "WHERE NOT EXISTS (SELECT 1 FROM stored d WHERE d.request_id = s.request_id "
+    "WHERE NOT (s.recheck AND EXISTS (SELECT 1 FROM stored d "
+    "WHERE d.request_id = s.request_id "
     f"AND d.created_at >= s.created_at - {DEDUP_INTERVAL_SQL} "
-    f"AND d.created_at <= s.created_at + {DEDUP_INTERVAL_SQL}) "
+    f"AND d.created_at <= s.created_at + {DEDUP_INTERVAL_SQL})) "
     "ORDER BY s.request_id, s.created_at "
     "ON CONFLICT (request_id, created_at) DO NOTHING RETURNING request_id"
 )
-_BOUNDS = f"SELECT min(created_at), max(created_at) FROM {STAGE}"
+# No row flagged: the key alone. A request id twice in the batch with the same created_at is
+# caught by the key too (DO NOTHING sees the rows this statement inserted).
+_MOVE_KEYED = (
+    f"INSERT INTO {predictions.name} ({_LIST}) SELECT {_LIST} FROM {STAGE} "
+    "ON CONFLICT (request_id, created_at) DO NOTHING RETURNING request_id"
+)
+
+# The created_at range of a batch's flagged rows; None when no row is flagged.
+Flagged = tuple[datetime, datetime] | None
 
 
-def move_staged(conn: Connection) -> int:
-    """Move the staging table's rows into `predictions` (_MOVE); return how many were new."""
-    low, high = conn.exec_driver_sql(_BOUNDS).one()
-    if low is None:
-        return 0
+def flagged_range(created: Sequence[datetime], recheck: Sequence[bool]) -> Flagged:
+    times = [at for at, flag in zip(created, recheck, strict=True) if flag]
+    return (min(times), max(times)) if times else None
+
+
+def move_staged(conn: Connection, flagged: Flagged) -> int:
+    """Move the staging table's rows into `predictions`; return how many were new.
+    `flagged` is the created_at range of the rows flagged `recheck` (from the caller, which
+    has the rows: no round trip to ask the staging table)."""
+    if flagged is None:
+        return len(conn.exec_driver_sql(_MOVE_KEYED).all())
+    low, high = flagged
     bounds = {"since": low - DEDUP_WINDOW, "until": high + DEDUP_WINDOW}
     return len(conn.exec_driver_sql(_MOVE, bounds).all())
 
@@ -68,22 +91,25 @@ def copy_supported(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg2"
 
 
-def copy_insert(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
-    """Store `rows` (PredictionRecord.to_row() dicts) inside the caller's transaction; return
-    how many were new. A driver error comes back as SQLAlchemy's (DBAPIError and its
-    subclasses), as the INSERT path raises it, so the caller tells an outage from a bad row the
-    same way."""
-    return _copy_move(conn, io.StringIO(to_csv(rows)))
+def copy_insert(conn: Connection, rows: Sequence[dict[str, Any]], recheck: Sequence[bool]) -> int:
+    """Store `rows` (PredictionRecord.to_row() dicts, with each record's `recheck` flag)
+    inside the caller's transaction; return how many were new. A driver error comes back as
+    SQLAlchemy's (DBAPIError and its subclasses), as the INSERT path raises it, so the caller
+    tells an outage from a bad row the same way."""
+    flagged = flagged_range([row["created_at"] for row in rows], recheck)
+    return _copy_move(conn, io.StringIO(to_csv(rows, recheck)), flagged)
 
 
 def copy_columns(conn: Connection, batch: PredictionColumns) -> int:
     """`copy_insert` for a columnar batch: the COPY text is built column by column
     (copy_text.py), with no Python object per row. Raises NotColumnar, before anything is
     sent, for a batch or a table layout the columnar text does not cover."""
-    return _copy_move(conn, io.BytesIO(copy_text(batch, _COLUMNS)))
+    at = batch.created_at
+    flagged = (at, at) if batch.recheck else None
+    return _copy_move(conn, io.BytesIO(copy_text(batch, STAGE_COLUMNS)), flagged)
 
 
-def _copy_move(conn: Connection, text: IO[str] | IO[bytes]) -> int:
+def _copy_move(conn: Connection, text: IO[str] | IO[bytes], flagged: Flagged) -> int:
     conn.exec_driver_sql(_CREATE)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -94,15 +120,15 @@ def _copy_move(conn: Connection, text: IO[str] | IO[bytes]) -> int:
         ) from exc
     finally:
         cursor.close()
-    return move_staged(conn)
+    return move_staged(conn, flagged)
 
 
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+def to_csv(rows: Sequence[dict[str, Any]], recheck: Sequence[bool]) -> str:
     """The rows as COPY's CSV: every value quoted, SQL NULL as an unquoted empty field (so an
     empty string stays an empty string), JSON columns as the same text the INSERT path
-    stores (None there is JSON null, as SQLAlchemy's JSON type stores it)."""
+    stores (None there is JSON null, as SQLAlchemy's JSON type stores it); then the flag."""
     lines = []
-    for row in rows:
+    for row, flag in zip(rows, recheck, strict=True):
         fields = []
         for name in _COLUMNS:
             value = row[name]
@@ -116,5 +142,6 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
             elif isinstance(value, float):
                 value = repr(value)
             fields.append('"' + str(value).replace('"', '""') + '"')
+        fields.append('"t"' if flag else '"f"')
         lines.append(",".join(fields))
     return "\n".join(lines) + "\n"

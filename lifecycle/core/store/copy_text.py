@@ -49,6 +49,7 @@ def copy_text(batch: PredictionColumns, columns: Sequence[str]) -> bytes:
             else json_objects(batch.class_labels, batch.probabilities)
         ),
         "latency_ms": lambda: _repeat(repr(float(batch.latency_ms)), n),
+        "recheck": lambda: _repeat("t" if batch.recheck else "f", n),
     }
     unknown = [c for c in columns if c not in builders]
     if unknown:

@@ -31,6 +31,7 @@ from lifecycle.core.store.tables import (
     ensure_read_indexes,
     feedback,
     feedback_counts,
+    insert_keyed_prediction,
     insert_predictions,
     make_engine,
     max_rows_per_insert,
@@ -92,6 +93,7 @@ class PredictionDatabase:
         self._next_retention: datetime | None = None
         self.max_rows_per_insert = max_rows_per_insert(self.engine)
         self._insert_stmt = insert_predictions(self.engine)
+        self._insert_keyed = insert_keyed_prediction()
         # PostgreSQL through psycopg2 loads batches with COPY (copy.py); one row, and SQLite,
         # keep the INSERT.
         self._copy = copy_supported(self.engine)
@@ -191,8 +193,9 @@ class PredictionDatabase:
         block the rest; the bad rows are dropped, logged and reported to on_rejected.
         """
         rows = [r.to_row() for r in records]
+        recheck = [r.recheck for r in records]
         try:
-            return self._execute_insert(rows)
+            return self._execute_insert(rows, recheck)
         except StoreUnavailable:
             raise
         except (sa.exc.SQLAlchemyError, TypeError, ValueError) as exc:
@@ -200,7 +203,7 @@ class PredictionDatabase:
         inserted = 0
         for record, row in zip(records, rows, strict=True):
             try:
-                inserted += self._execute_insert([row])
+                inserted += self._execute_insert([row], [record.recheck])
             except StoreUnavailable:
                 raise
             except (sa.exc.SQLAlchemyError, TypeError, ValueError) as exc:
@@ -212,15 +215,18 @@ class PredictionDatabase:
                 self._on_rejected(1)
         return inserted
 
-    def _execute_insert(self, rows: list[dict[str, Any]]) -> int:
+    def _execute_insert(self, rows: list[dict[str, Any]], recheck: list[bool]) -> int:
         try:
             with self._connect() as conn, conn.begin():
                 if self._copy and len(rows) > 1:
-                    return copy_insert(conn, rows)
+                    return copy_insert(conn, rows, recheck)
                 if self._postgresql:
                     if len(rows) > 1:
-                        return staged_insert(conn, rows)
+                        return staged_insert(conn, rows, recheck)
+                    if not recheck[0]:
+                        return len(conn.execute(self._insert_keyed, rows).all())
                     rows = [{**rows[0], **dedup_bounds(rows[0]["created_at"])}]
+                # SQLite: the request id is the key, so `recheck` changes nothing there.
                 return len(conn.execute(self._insert_stmt, rows).all())
         except sa.exc.SQLAlchemyError as exc:
             raise_unavailable(exc)

@@ -11,16 +11,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from lifecycle.core.store.copy import _CREATE, STAGE, move_staged
+from lifecycle.core.store.copy import _CREATE, STAGE, flagged_range, move_staged
 from lifecycle.core.store.tables import predictions
 
 _stage = predictions.to_metadata(sa.MetaData(), name=STAGE)
+_stage.append_column(sa.Column("recheck", sa.Boolean, nullable=False))
 # Executed with a list of rows: SQLAlchemy's batched "insertmanyvalues", one cached statement.
 _insert = sa.insert(_stage)
 
 
-def staged_insert(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
-    """Store `rows` inside the caller's transaction; return how many were new."""
+def staged_insert(conn: Connection, rows: Sequence[dict[str, Any]], recheck: Sequence[bool]) -> int:
+    """Store `rows` (with each one's `recheck` flag) inside the caller's transaction; return
+    how many were new."""
     conn.exec_driver_sql(_CREATE)
-    conn.execute(_insert, list(rows))
-    return move_staged(conn)
+    staged = [{**row, "recheck": flag} for row, flag in zip(rows, recheck, strict=True)]
+    conn.execute(_insert, staged)
+    return move_staged(conn, flagged_range([row["created_at"] for row in rows], recheck))

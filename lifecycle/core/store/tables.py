@@ -6,7 +6,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,11 @@ class PredictionRecord:
     label: str | None
     probabilities: dict[str, float] | None
     latency_ms: float
+    # Whether storing the row looks its request id up within DEDUP_WINDOW (PostgreSQL,
+    # docs/prediction-store.md "Exactly once"). False only where every copy of the row that
+    # can ever be written carries the same created_at, so the key alone catches it: a request
+    # id the server generated, a file job stamped with the time it was accepted. Not a column.
+    recheck: bool = field(default=True, compare=False)
 
     def to_row(self) -> dict[str, Any]:
         row = {name: getattr(self, name) for name in _FIELDS}
@@ -43,6 +48,10 @@ class PredictionRecord:
     def to_json_line(self) -> bytes:
         row = self.to_row()
         row["created_at"] = row["created_at"].isoformat()
+        if not self.recheck:
+            # A replay then skips the lookup too; a line without it (an earlier release's)
+            # is looked up.
+            row["recheck"] = False
         return dumps(row).encode() + b"\n"
 
     @classmethod
@@ -53,10 +62,12 @@ class PredictionRecord:
             created = datetime.fromisoformat(created)
         values["created_at"] = as_utc(created)
         values["latency_ms"] = float(values["latency_ms"])
-        return cls(**values)
+        recheck = row.get("recheck", True) if isinstance(row, dict) else True
+        return cls(**values, recheck=recheck is not False)
 
 
-_FIELDS = tuple(PredictionRecord.__dataclass_fields__)
+# The stored columns: every field but the flag.
+_FIELDS = tuple(name for name in PredictionRecord.__dataclass_fields__ if name != "recheck")
 
 
 def as_utc(value: datetime) -> datetime:
@@ -245,6 +256,15 @@ def insert_predictions(engine: Engine) -> sa.Executable:
     return (
         postgresql.insert(predictions)
         .from_select(list(values), select)
+        .on_conflict_do_nothing(index_elements=["request_id", "created_at"])
+        .returning(predictions.c.request_id)
+    )
+
+
+def insert_keyed_prediction() -> sa.Executable:
+    """PostgreSQL's one-row INSERT for a row not flagged `recheck`: the key alone."""
+    return (
+        postgresql.insert(predictions)
         .on_conflict_do_nothing(index_elements=["request_id", "created_at"])
         .returning(predictions.c.request_id)
     )
