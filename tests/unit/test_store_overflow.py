@@ -134,8 +134,9 @@ def test_a_nearly_full_spool_refuses_before_rows_would_be_dropped(
         tmp_path / "spool",
         queue_size=5,
         flush_interval=0.02,
-        # Room for the spilled rows and a little more: past 90 % of it, requests are refused.
-        spool_max_bytes=sum(len(r.to_json_line()) for r in spilled) + 50,
+        # 90 % of it holds the spilled rows and a little more, not one more row: admission
+        # reserves spool space up to 90 % of the limit.
+        spool_max_bytes=int(sum(len(r.to_json_line()) for r in spilled) / 0.9) + 50,
         observer=observer,
     )
     store.start()
@@ -155,5 +156,54 @@ def test_a_nearly_full_spool_refuses_before_rows_would_be_dropped(
         assert store.flush(10)
         assert store.count() == 10
         assert observer["dropped"] == 0
+    finally:
+        store.stop(timeout=5)
+
+
+def test_admission_reserves_spool_space_for_rows_on_their_way_to_it(
+    tmp_path: Path, observer: CountingObserver
+) -> None:
+    """The spool 85 % full and the spiller stuck in a long fsync: rows admitted now wait in
+    the overflow, so a request is admitted only if the spool can hold it and every row ahead
+    of it. Every admitted row is stored, none is dropped, and refused rows are missing."""
+    line = max(len(make_record(i).to_json_line()) for i in range(100))
+    store = PredictionStore(
+        f"sqlite:///{tmp_path / 'p.db'}",
+        tmp_path / "spool",
+        queue_size=5,
+        flush_interval=0.02,
+        spool_max_bytes=20 * line,
+        observer=observer,
+    )
+    store.start()
+    admitted = [make_record(i) for i in range(22)]
+    later = [make_record(i) for i in range(50, 55)]
+    try:
+        io_lock = _stall_writer(store, 3)
+        spool_lock: threading.Lock = store._spool._lock
+        try:
+            for record in admitted:  # 5 fill the queue, 17 go through the overflow
+                store.submit_many([record])
+                deadline = time.monotonic() + 5
+                while len(store._overflow) and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            assert observer["spooled"] == 17
+            spool_lock.acquire()
+            try:
+                for record in later:
+                    try:
+                        store.submit_many([record])
+                    except PredictionLogSaturated:
+                        continue
+                    admitted.append(record)
+            finally:
+                spool_lock.release()
+        finally:
+            io_lock.release()
+        assert store.flush(10)
+        assert observer["dropped"] == 0
+        assert _stored(store, admitted) == _ids(admitted)
+        assert observer["shed"] >= 3  # the spool had room for at most two more rows
+        assert store.count() == 3 + len(admitted)
     finally:
         store.stop(timeout=5)

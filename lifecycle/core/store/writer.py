@@ -47,8 +47,9 @@ _ADOPT_EVERY = 30.0
 # How often the writer lets the database do its upkeep (maintain(): partitions ahead, the
 # retention); maintain() itself does nothing until a task is due.
 _MAINTAIN_EVERY = 60.0
-# Refuse new requests once the spool holds this share of its limit: the rest is headroom for
-# requests already admitted, so that what was answered still fits.
+# Admission reserves spool space for every admitted row up to this share of the spool's limit:
+# the rest is headroom for rows larger than the largest seen, and for requests admitted at the
+# same moment, so that what was answered still fits.
 _SPOOL_ADMIT_SHARE = 0.9
 
 
@@ -82,6 +83,8 @@ class PredictionStore(StoreLookups):
         self._rows_per_insert = min(batch_size, self._db.max_rows_per_insert)
         self._flush_interval = flush_interval
         self._spool = Spool(spool_dir, spool_max_bytes)
+        # The largest spooled line so far: admission reserves spool space at this size.
+        self._row_bytes = 0
         self._observer: StoreObserver = observer or NoObserver()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -182,7 +185,7 @@ class PredictionStore(StoreLookups):
         the overflow or the spool is at its limit, so the caller refuses the request instead
         of answering predictions that could not be logged. Never waits on the database or
         the disk."""
-        if self.saturated(len(records)):
+        if self.saturated(len(records), records[0] if records else None):
             self._observer.shed(len(records))
             raise PredictionLogSaturated(
                 "the prediction log is saturated (its queue and spool are full); retry shortly"
@@ -196,16 +199,30 @@ class PredictionStore(StoreLookups):
     def _queue_has_room(self, n: int) -> bool:
         return self._queue.maxsize - self._queue.qsize() >= n
 
-    def saturated(self, n: int = 1) -> bool:
-        """Whether `n` more rows would have nowhere to wait: the queue has no room for them,
-        and the overflow is at its limit or the spool nearly full (or unusable)."""
-        if self._queue_has_room(n):
+    def saturated(self, n: int = 1, sample: PredictionRecord | None = None) -> bool:
+        """Whether `n` more rows (like `sample`) might have nowhere to go: the queue has no
+        room for them and the overflow is at its limit or the spool unusable, or the spool
+        could not hold every admitted row that is on its way there.
+
+        Spool space is reserved, not just checked: rows in the overflow are on their way to
+        the spool, and so are the queued ones while the database is down. A request is
+        admitted only if the spool has room for it and for those, at the size of the largest
+        row spooled so far (or of `sample`). Checking the spool's size alone admitted a
+        burst of rows into the overflow that the spool then could not hold."""
+        queue_room = self._queue_has_room(n)
+        down = self._health.down
+        if queue_room and not down:
             return False
-        if len(self._overflow) + n > self._overflow_limit:
-            return True
-        if self._spool_health.error is not None:
-            return True
-        return self._spool.pending_bytes >= self._spool.max_bytes * _SPOOL_ADMIT_SHARE
+        if not queue_room:
+            if len(self._overflow) + n > self._overflow_limit:
+                return True
+            if self._spool_health.error is not None:
+                return True
+        if sample is not None and not self._row_bytes:
+            self._row_bytes = len(sample.to_json_line())
+        waiting = len(self._overflow) + n + (self._queue.unfinished_tasks if down else 0)
+        reserved = self._spool.pending_bytes + waiting * self._row_bytes
+        return reserved >= self._spool.max_bytes * _SPOOL_ADMIT_SHARE
 
     def _offer(self, records: Sequence[PredictionRecord]) -> None:
         # Before start() or after stop() no spiller runs: rows spool on this thread (the few
@@ -380,7 +397,10 @@ class PredictionStore(StoreLookups):
 
     def _to_spool(self, records: Sequence[PredictionRecord]) -> None:
         try:
-            kept = self._spool.append([r.to_json_line() for r in records])
+            lines = [r.to_json_line() for r in records]
+            if lines:
+                self._row_bytes = max(self._row_bytes, max(map(len, lines)))
+            kept = self._spool.append(lines)
         except (OSError, TypeError, ValueError) as exc:
             self._spool_health.failed(exc)
             kept = 0
