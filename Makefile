@@ -45,8 +45,11 @@ lint: $(STAMP) $(AIRFLOW_STAMP)
 	$(BIN)/mypy --python-executable $(AIRFLOW_VENV)/bin/python --disable-error-code arg-type \
 		pipelines/dags/*.py pipelines/airflow/dag_test.py
 
+# Two worker processes (pytest-xdist), one module at a time each (tests/conftest.py): most of a
+# module's time is spent waiting on the servers it started. PYTEST_WORKERS=0 runs in one.
+PYTEST_WORKERS ?= 2
 test: lint $(AIRFLOW_STAMP)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --durations=25 $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

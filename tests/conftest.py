@@ -12,6 +12,7 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -47,6 +48,32 @@ def settings(pg_tracking: TrackingServer, app_database_url: str, tmp_path: Path)
         conf_dir=PROJECT_ROOT / "conf",
         experiment_name=f"test-{tmp_path.name}",
     )
+
+
+# Modules that share a package-scoped fixture run on one xdist worker, in file order: the e2e
+# modules share one `lifecycle up`, which test_up.py stops last.
+_SHARED_GROUPS = {"tests/e2e/test_ui_browser.py": "e2e-up", "tests/e2e/test_up.py": "e2e-up"}
+
+
+def work_unit(nodeid: str) -> str:
+    """What one xdist worker runs from start to end: a module, or a group of modules."""
+    path = nodeid.split("::", 1)[0]
+    return _SHARED_GROUPS.get(path, path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `pytest -n` (the Makefile's), every module is one unit of work, so a module's
+    stack is started once, never on both workers. Units go out in file order (the e2e and
+    integration modules, the slowest, first) as workers free up."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False
+    return ModuleScheduling(config, log)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
