@@ -13,6 +13,7 @@ the valid messages that arrived within a few milliseconds of each other, up to `
 share one model call and one store transaction; each keeps its own request id, result and
 error. A message is acknowledged only after its prediction is stored and its result published,
 so a killed worker's messages are redelivered; the store skips request ids it already holds.
+A batch is acknowledged with one `basic.ack` (multiple) once every message of it is answered.
 """
 
 from __future__ import annotations
@@ -206,11 +207,15 @@ class PlainAmqpConsumer(ConsumerMixin):
                     entry.item.request_id,
                     error.message,
                     error.status_code,
+                    ack=False,
                 )
             else:
                 assert outcome.answer is not None
                 self._publish(outcome.answer, RESULT_KEY, entry.props)
-                entry.message.ack()
+        # One acknowledgement for the whole batch. Every message this channel delivered before
+        # the batch's last one is either in the batch or was answered (and acknowledged) as it
+        # arrived, since batches are answered one at a time on this thread.
+        held[-1].message.ack(multiple=True)
 
     def _score(self, held: list[_Held]) -> list[Outcome] | None:
         """Outcomes once stored; transient failures retried in place for the whole batch,
@@ -256,6 +261,7 @@ class PlainAmqpConsumer(ConsumerMixin):
         request_id: str | None,
         reason: str,
         status: int,
+        ack: bool = True,
     ) -> None:
         # A header is UTF-8 on the wire: a lone surrogate in it would fail every publish.
         reason = printable(reason)
@@ -278,7 +284,8 @@ class PlainAmqpConsumer(ConsumerMixin):
         )
         error = {"request_id": request_id, "error": reason, "status": status}
         self._publish(error, ERROR_KEY, props)
-        message.ack()
+        if ack:
+            message.ack()
 
     def _publish(self, payload: dict[str, Any], routing_key: str, props: dict[str, Any]) -> None:
         assert self._producer is not None

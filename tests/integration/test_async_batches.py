@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import amqp
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -112,8 +113,17 @@ def _reply_queue(conn: Connection) -> Queue:
 
 
 def test_a_batch_of_messages_is_scored_together_stored_once_and_answered_one_by_one(
-    runtime: Runtime, broker: str, cluster: PgCluster
+    runtime: Runtime, broker: str, cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    acks: list[bool] = []
+    basic_ack = amqp.Channel.basic_ack
+
+    def counted(self: amqp.Channel, delivery_tag: int, multiple: bool = False, **kw: Any) -> Any:
+        if threading.current_thread().name == "plain-amqp":
+            acks.append(multiple)
+        return basic_ack(self, delivery_tag, multiple, **kw)
+
+    monkeypatch.setattr(amqp.Channel, "basic_ack", counted)
     prefix = f"b-{uuid.uuid4().hex[:6]}"
     labels = _expected_labels(runtime)
     n = 60
@@ -151,6 +161,8 @@ def test_a_batch_of_messages_is_scored_together_stored_once_and_answered_one_by_
     # Every message was acknowledged: nothing went back to the queue when the consumer left.
     assert _ready(broker) == 0
     assert _ready(broker, "prediction_requests.dead_letter") == 1
+    # One acknowledgement per batch (multiple), and one for the malformed message, not 61.
+    assert acks.count(False) == 1 and 2 <= acks.count(True) <= 10, acks
 
 
 def test_a_store_outage_acknowledges_none_of_the_batch_and_each_is_stored_once_later(
