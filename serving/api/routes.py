@@ -90,4 +90,4 @@ def _answer(answer: scoring.Answer) -> Response:
 
 
 def model_headers(model: LoadedModel) -> dict[str, str]:
-    return dict(scoring.model_header_items(model))
+    return dict(model.header_items)

@@ -18,7 +18,7 @@ from serving.api.deps import Services
 from serving.inference import Inference, InferenceRequest, infer
 from serving.runtime import LoadedModel
 
-RawHeaders = list[tuple[bytes, bytes]]
+RawHeaders = tuple[tuple[bytes, bytes], ...]
 
 
 @dataclass(slots=True)
@@ -59,7 +59,7 @@ def predict(
     model = services.holder.get()
     rows = validation.parse_predict(parsed, model.schema, settings.max_batch_rows)
     result = score(services, model, rows, request_id, started, recheck)
-    return Answer(render(result.answer()), model_headers(model))
+    return Answer(render(result.answer()), model.raw_headers)
 
 
 def invocations(
@@ -73,7 +73,7 @@ def invocations(
     model = services.holder.get()
     rows = bodies.invocation_rows(mime, body, model.schema, services.settings.max_batch_rows)
     result = score(services, model, rows, request_id, started, recheck)
-    return Answer(render_predictions(result.predictions), model_headers(model))
+    return Answer(render_predictions(result.predictions), model.raw_headers)
 
 
 def score(
@@ -95,40 +95,3 @@ def score(
         store.submit_many(result.records)
     services.metrics.observe_predictions(result.model, result.labels)
     return result
-
-
-def model_headers(model: LoadedModel) -> RawHeaders:
-    """The X-Model-* headers as Starlette encodes a header dict: lower-case, latin-1.
-
-    The same for every request a model snapshot answers, so the last snapshot's are kept (one
-    tuple, replaced whole: a request racing a swap at worst encodes them again). Callers copy
-    the list rather than extend it.
-    """
-    last = _last_headers
-    if last is not None and last[0] is model:
-        return last[1]
-    headers = [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in model_header_items(model)
-    ]
-    _remember_headers((model, headers))
-    return headers
-
-
-_last_headers: tuple[LoadedModel, RawHeaders] | None = None
-
-
-def _remember_headers(entry: tuple[LoadedModel, RawHeaders]) -> None:
-    global _last_headers
-    _last_headers = entry
-
-
-def model_header_items(model: LoadedModel) -> list[tuple[str, str]]:
-    items = [("X-Model-Name", model.name), ("X-Model-Version", model.version)]
-    if model.stage:
-        items.append(("X-Model-Stage", model.stage))
-    if model.alias:
-        items.append(("X-Model-Alias", model.alias))
-    if model.run_id:
-        items.append(("X-Model-Run-Id", model.run_id))
-    return items

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import mlflow
@@ -45,6 +46,27 @@ class LoadedModel:
     def label_of(self, value: Any) -> str:
         label = self.labels.get(value)
         return label if label is not None else str(value)
+
+    @cached_property
+    def header_items(self) -> tuple[tuple[str, str], ...]:
+        """The X-Model-* headers every answer of this snapshot carries."""
+        items = [("X-Model-Name", self.name), ("X-Model-Version", self.version)]
+        if self.stage:
+            items.append(("X-Model-Stage", self.stage))
+        if self.alias:
+            items.append(("X-Model-Alias", self.alias))
+        if self.run_id:
+            items.append(("X-Model-Run-Id", self.run_id))
+        return tuple(items)
+
+    @cached_property
+    def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """`header_items` as Starlette encodes a header dict: lower-case, latin-1. Computed
+        once per snapshot: the one-row path answers thousands of requests a second."""
+        return tuple(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.header_items
+        )
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -48,7 +48,7 @@ def fixed_runtime(settings: Settings) -> Runtime:
     """A Runtime scoring iris version 7, storing synchronously through
     `settings`' database as a worker does (no background writer, no reconciler)."""
     target = ModelTarget("iris-classifier", stage="Production")
-    holder = ModelHolder(target, FixedVersion(), load_iris)  # type: ignore[arg-type]
+    holder = ModelHolder(target, FixedVersion(), load_iris)
     holder.reconcile()
     store = PredictionStore.from_settings(settings)
     return Runtime(settings, holder, Reconciler(holder, 3600), store, Metrics())
