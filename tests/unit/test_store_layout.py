@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,26 +23,10 @@ from lifecycle.core.store.partitions import AHEAD_DAYS, DEFAULT, partition_name
 from lifecycle.core.store.prune import PRUNE_LOCK
 from lifecycle.core.store.tables import DEDUP_WINDOW
 from tests.support.cli import assert_one_line_error, cli_env, run_cli
-from tests.support.services import temp_database
 from tests.support.store_records import make_record
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TODAY = NOW.date()
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    with temp_database("lc_layout") as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'layout.db'}"
-    else:
-        with temp_database("lc_layout") as url:
-            yield url
 
 
 def _at(record: PredictionRecord, when: datetime) -> PredictionRecord:

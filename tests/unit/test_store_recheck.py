@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,28 +18,12 @@ import sqlalchemy as sa
 from lifecycle.core.store import PredictionRecord, PredictionStore
 from lifecycle.core.store.columns import PredictionColumns
 from lifecycle.core.store.database import PredictionDatabase
-from tests.support.services import temp_database
 from tests.support.store_records import CountingObserver, make_record
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 LATER = NOW + timedelta(minutes=5)
 # The write paths of a batch: COPY (psycopg2), and the staged multi-row INSERT (other drivers).
 PATHS = ["copy", "staged"]
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    with temp_database("lc_recheck") as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'recheck.db'}"
-    else:
-        with temp_database("lc_recheck") as url:
-            yield url
 
 
 def _db(url: str, path: str = "copy") -> PredictionDatabase:
