@@ -10,6 +10,7 @@ when `submit` returns.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,12 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+log = logging.getLogger(__name__)
+
+
+# Called in the writer thread with the item's result, or None and the batch's failure.
+Done = Callable[[R | None, BaseException | None], None]
+
 
 @dataclass(slots=True)
 class _Ticket(Generic[T, R]):
@@ -25,6 +32,7 @@ class _Ticket(Generic[T, R]):
     done: threading.Event = field(default_factory=threading.Event)
     result: R | None = None
     failure: BaseException | None = None
+    callback: Done[R] | None = None
 
 
 class GroupCommit(Generic[T, R]):
@@ -45,6 +53,18 @@ class GroupCommit(Generic[T, R]):
         """The item's result once its batch is processed; raises the batch's failure (a copy,
         so that threads raising it at once do not share one traceback)."""
         ticket: _Ticket[T, R] = _Ticket(item)
+        self._enqueue(ticket)
+        ticket.done.wait()
+        if ticket.failure is not None:
+            raise copy.copy(ticket.failure)
+        return ticket.result  # type: ignore[return-value]
+
+    def submit_nowait(self, item: T, done: Done[R]) -> None:
+        """Queue the item and return at once; `done(result, failure)` runs in the writer
+        thread once its batch is processed. It must not block: the next batch waits on it."""
+        self._enqueue(_Ticket(item, callback=done))
+
+    def _enqueue(self, ticket: _Ticket[T, R]) -> None:
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
                 self._stopping = False
@@ -52,10 +72,6 @@ class GroupCommit(Generic[T, R]):
                 self._thread.start()
             self._waiting.append(ticket)
             self._cond.notify()
-        ticket.done.wait()
-        if ticket.failure is not None:
-            raise copy.copy(ticket.failure)
-        return ticket.result  # type: ignore[return-value]
 
     def stop(self, timeout: float = 10.0) -> None:
         """Process what is waiting, then end the thread (a later submit starts a new one)."""
@@ -83,8 +99,18 @@ class GroupCommit(Generic[T, R]):
         except BaseException as exc:  # every waiting caller must wake, whatever happened
             for ticket in batch:
                 ticket.failure = exc
-                ticket.done.set()
+                _wake(ticket)
             return
         for ticket, result in zip(batch, results, strict=True):
             ticket.result = result
-            ticket.done.set()
+            _wake(ticket)
+
+
+def _wake(ticket: _Ticket[T, R]) -> None:
+    if ticket.callback is None:
+        ticket.done.set()
+        return
+    try:
+        ticket.callback(ticket.result, ticket.failure)
+    except Exception:  # one caller's callback must not keep the others waiting
+        log.exception("group commit: a completion callback failed")

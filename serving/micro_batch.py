@@ -183,6 +183,14 @@ class ScoringBatcher:
         assert outcome.answer is not None
         return outcome.answer
 
+    def score_later(
+        self, item: Pending, done: Callable[[Outcome | None, BaseException | None], None]
+    ) -> None:
+        """`score` without waiting: `done(outcome, failure)` runs in the batch's thread once
+        the batch is stored (and `on_stored` ran), with the item's Outcome, or None and the
+        batch's failure. For a transport's own event loop (serving/score_strategy.py)."""
+        self._group.submit_nowait(item, done)
+
     def stop(self, timeout: float = 10.0) -> None:
         self._group.stop(timeout)
 

@@ -22,20 +22,20 @@ from functools import partial
 from typing import Any
 
 from celery import Celery, bootsteps, current_task, states
-from celery.backends.database import DatabaseBackend, session_cleanup
 from kombu.transport import sqlalchemy as kombu_sqla
-from sqlalchemy.orm.attributes import flag_modified
 
 from lifecycle.core.errors import TrackingUnavailable
 from lifecycle.core.settings import Settings
 from lifecycle.core.store import StoreUnavailable
 from lifecycle.core.store.report_index import ReportIndexUnavailable
 from reports.window import ReportRequest
-from serving import batch_files
+from serving import batch_files, result_backend
 from serving.async_scoring import TRANSIENT, storable_failures
 from serving.metrics import TaskMetrics
 from serving.micro_batch import Outcome, Pending, ScoringBatcher
+from serving.result_backend import StateWrite
 from serving.runtime import ModelUnavailable
+from serving.score_strategy import Observe
 from serving.task_ids import TaskLedger
 from serving.wiring import RuntimeCell
 from serving.worker_metrics import MetricsServer, TaskObserver
@@ -53,9 +53,6 @@ REPORT_TRANSIENT: tuple[type[Exception], ...] = (
     ReportIndexUnavailable,
 )
 POOLS = ("threads", "solo", "prefork")
-# What Celery's result backend stores for one state change: task id, result (encoded),
-# state, traceback, request.
-_StateWrite = tuple[str, Any, str, Any, Any]
 # One-row scoring tasks spend most of their time waiting for the shared batch (group commit,
 # serving/micro_batch.py), and a batch can only be as large as the tasks running at once: a
 # threads-pool worker runs this many threads per slot, while file and report tasks still run
@@ -72,6 +69,9 @@ class LifecycleCelery(Celery):
     states_with_batch: bool
     heavy_slots: threading.BoundedSemaphore
     task_ledger: TaskLedger
+    # Counts a task run that Celery's signals do not see (score_strategy.Observe), when the
+    # worker serves its metrics.
+    observe_task: Observe | None = None
 
     def send_task(self, name: str, *args: Any, **options: Any) -> Any:
         # Recorded before it is sent, so GET /tasks/{id} answers 404 only for an id never
@@ -94,52 +94,6 @@ class EmbeddedTransport(kombu_sqla.Transport):
     polling_interval = 0.1
 
 
-class PooledDatabaseBackend(DatabaseBackend):
-    """Celery's SQLAlchemy result backend with pooled connections.
-
-    Outside a prefork child, Celery builds a new engine with NullPool for every state change:
-    a fresh database connection per write, about 10 ms each here, which capped a threads-pool
-    worker at ~50 single-row tasks/s. Sessions stay per operation, so threads do not share one.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.session_manager.forked = True
-        # One instance per app (Celery's default is one per thread): one engine and one
-        # connection pool serve every pool thread and the scoring batch's state writes.
-        self.thread_safe = True
-
-    def store_states(self, batch: Sequence[_StateWrite]) -> None:
-        """Many task states in one transaction; each alone if that fails."""
-        try:
-            self._store_together(batch)
-        except Exception:
-            # A conflict (two workers inserting one id) must not fail the others' states.
-            for write in batch:
-                self._store_result(*write)
-
-    def _store_together(self, batch: Sequence[_StateWrite]) -> None:
-        """Celery's `_store_result` for many tasks in one session: rows locked and read once,
-        a SUCCESS already stored never written over, every state written, one commit."""
-        session = self.ResultSession()
-        with session_cleanup(session):
-            ids = list({write[0] for write in batch})
-            query = session.query(self.task_cls).filter(self.task_cls.task_id.in_(ids))
-            tasks = {t.task_id: t for t in query.with_for_update().populate_existing()}
-            for task_id, result, state, traceback, request in batch:
-                task = tasks.get(task_id)
-                if task is None:
-                    task = self.task_cls(task_id)
-                    task.task_id = task_id
-                    session.add(task)
-                    tasks[task_id] = task
-                elif task.status == states.SUCCESS:
-                    continue
-                self._update_result(task, result, state, traceback=traceback, request=request)
-                flag_modified(task, "status")
-            session.commit()
-
-
 def split_sqla(url: str) -> str | None:
     """The database URL of a `sqla+...` / `sqlalchemy+...` broker URL, else None."""
     prefix, _, rest = url.partition("+")
@@ -160,7 +114,7 @@ def make_celery(settings: Settings) -> LifecycleCelery:
     app = LifecycleCelery(
         "lifecycle",
         broker=embedded or broker,
-        backend=f"{__name__}:PooledDatabaseBackend" if database else backend,
+        backend=f"{result_backend.__name__}:PooledDatabaseBackend" if database else backend,
         set_as_current=False,
     )
     if database:
@@ -215,7 +169,7 @@ def _commit_states(
     (the store skips the rows it already holds). Failures are stored by Celery as usual.
     """
     backend = app.backend
-    writes: list[_StateWrite] = [
+    writes: list[StateWrite] = [
         (item.task_id, backend.encode_result(o.answer, states.SUCCESS), states.SUCCESS, None, None)
         for item, o in zip(items, outcomes, strict=True)
         if item.task_id is not None and o.answer is not None
@@ -243,7 +197,8 @@ def _register_tasks(app: LifecycleCelery, settings: Settings) -> None:
         "max_retries": settings.task_max_retries,
     }
 
-    @app.task(name=SCORE_TASK, **retry)
+    # A plain one-row task skips Celery's per-task machinery (serving/score_strategy.py).
+    @app.task(name=SCORE_TASK, Strategy="serving.score_strategy:batching", **retry)
     def score(self: Any, request_id: str, body: Any, source: str = "async") -> dict[str, Any]:
         # Tasks running at the same moment share one model call and one store transaction;
         # each returns (and is acknowledged) only once its own rows are committed.
@@ -351,10 +306,13 @@ class MetricsStep(bootsteps.StartStopStep):
             registry, settings.worker_metrics_host, settings.worker_metrics_port
         )
         if self.server.start():
-            self.observer = TaskObserver(app, TASKS, TaskMetrics(registry))
+            metrics = TaskMetrics(registry)
+            self.observer = TaskObserver(app, TASKS, metrics)
             self.observer.connect()
+            app.observe_task = metrics.observe_task
 
     def stop(self, worker: Any) -> None:
+        worker.app.observe_task = None
         if self.observer is not None:
             self.observer.disconnect()
         if self.server is not None:

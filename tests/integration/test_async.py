@@ -8,15 +8,20 @@ worker, and the promotion test (last) moves Production to a new version.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from kombu import Connection, Exchange, Producer, Queue
 from mlflow.tracking import MlflowClient
 
+from serving.worker import SCORE_TASK, LifecycleCelery, make_celery
 from tests.support.api import IRIS_ROW
 from tests.support.services import TrackingServer
 from tests.support.stack import FEATURES, Stack, drain, iris_frame
@@ -127,6 +132,115 @@ def test_plain_amqp_message_gets_its_result_and_malformed_ones_are_dead_lettered
     assert "expected 4 features" in reasons["corr-3"]
     assert stack.stored("request_id = :id", id=rid)[0]["source"] == "async"
     assert stack.worker.process.poll() is None
+
+
+def _celery_client(stack: Stack) -> LifecycleCelery:
+    return make_celery(stack.settings.model_copy(update={"broker_url": stack.broker}))
+
+
+def _send_paused(app: LifecycleCelery, tasks: dict[str, Any]) -> None:
+    """Send one-row score tasks while the worker does not consume, so that it finds them all
+    waiting when it resumes (as after a burst or a restart)."""
+    queue = app.lifecycle_settings.task_queue
+    assert app.control.cancel_consumer(queue, reply=True, timeout=10, limit=1)
+    try:
+        with app.producer_or_acquire() as producer:
+            for task_id, body in tasks.items():
+                app.send_task(
+                    SCORE_TASK, args=[task_id, body, "async"], task_id=task_id, producer=producer
+                )
+    finally:
+        assert app.control.add_consumer(queue, reply=True, timeout=10, limit=1)
+
+
+def _unacknowledged(stack: Stack) -> int:
+    vhost = unquote(urlsplit(stack.broker).path[1:])
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages_unacknowledged"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    counts = [line.split()[-1] for line in out.splitlines() if line.strip()]
+    return sum(int(count) for count in counts if count.isdigit())  # past the header line
+
+
+def test_waiting_one_row_tasks_are_scored_in_batches_wider_than_the_worker_threads(
+    stack: Stack,
+) -> None:
+    """The score task's strategy (serving/score_strategy.py): tasks go from the event loop to the
+    batch, more at once than the worker's 16 threads, and each is acknowledged once stored; a
+    bad request still fails through Celery's own path, with its error as the task's state."""
+    app = _celery_client(stack)
+    prefix = f"fast-{uuid.uuid4().hex[:6]}"
+    bad = {f"{prefix}-017", f"{prefix}-150"}
+    tasks: dict[str, Any] = {f"{prefix}-{i:03d}": {"features": IRIS_ROW} for i in range(200)}
+    tasks.update({task_id: {"features": [1.0]} for task_id in bad})
+    _send_paused(app, tasks)
+    with stack.client() as client:
+        for task_id in tasks:
+            if task_id not in bad:
+                assert wait_task(client, task_id)["result"]["request_id"] == task_id
+        for task_id in bad:
+            state = wait_task(client, task_id, until=("failure",))
+            assert "expected 4 features" in state["error"], state
+    sql = (
+        "SELECT created_at, count(*) AS n FROM predictions WHERE request_id LIKE :p "
+        "GROUP BY created_at"
+    )
+    with stack.engine.connect() as conn:
+        batches = [row.n for row in conn.execute(sa.text(sql), {"p": f"{prefix}-%"})]
+    assert sum(batches) == len(tasks) - len(bad)  # each stored once, the bad ones not at all
+    # A batch holds more tasks than the worker has threads (2 slots x 8): the prefetch window
+    # widened for the messages the batch held.
+    assert max(batches) > 16, batches
+    logs = stack.worker.logs()
+    # Only the bad ones went through Celery's Request (its "received" line): after failing in
+    # the batch they were handed to the standard path, which stored their failure.
+    received = {task_id for task_id in tasks if f"lifecycle.score[{task_id}] received" in logs}
+    assert received == bad
+    deadline = time.monotonic() + 10
+    while _unacknowledged(stack):
+        assert time.monotonic() < deadline, "every answered task is acknowledged"
+        time.sleep(0.2)
+
+
+def test_a_one_row_batch_that_cannot_be_stored_is_retried_by_celery_and_stored_once(
+    stack: Stack,
+) -> None:
+    """A batch whose SUCCESS states cannot be written (the database refuses them for a while):
+    the fast path acknowledges none of its messages and hands them to Celery's standard path,
+    whose retries store every task once the database takes them again."""
+    app = _celery_client(stack)
+    prefix = f"retry-{uuid.uuid4().hex[:6]}"
+    tasks: dict[str, Any] = {f"{prefix}-{i:02d}": {"features": IRIS_ROW} for i in range(30)}
+    refuse = (
+        "CREATE FUNCTION lc_refuse_success() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.status = 'SUCCESS' AND NEW.task_id LIKE '{prefix}-%' THEN "
+        "RAISE EXCEPTION 'refused for the test'; END IF; RETURN NEW; END $$; "
+        "CREATE TRIGGER lc_refuse_success BEFORE INSERT OR UPDATE ON celery_taskmeta "
+        "FOR EACH ROW EXECUTE FUNCTION lc_refuse_success()"
+    )
+    with stack.engine.begin() as conn:
+        conn.execute(sa.text(refuse))
+    try:
+        _send_paused(app, tasks)
+        deadline = time.monotonic() + 30
+        while "lifecycle.score[" + prefix not in stack.worker.logs():
+            assert time.monotonic() < deadline, "the failed batch's tasks reach Celery's path"
+            time.sleep(0.2)
+        time.sleep(1)  # their first runs fail too, and are retried
+    finally:
+        with stack.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER lc_refuse_success ON celery_taskmeta")
+            conn.exec_driver_sql("DROP FUNCTION lc_refuse_success()")
+    with stack.client() as client:
+        for task_id in tasks:
+            assert wait_task(client, task_id, timeout=90)["result"]["request_id"] == task_id
+    assert f"lifecycle.score[{prefix}-00] retry" in stack.worker.logs()
+    stored = stack.stored("request_id LIKE :p", p=f"{prefix}-%")
+    assert sorted(str(r["request_id"]) for r in stored) == sorted(tasks)
 
 
 def test_killed_worker_tasks_complete_on_a_new_worker_and_store_once(
