@@ -11,7 +11,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,29 +209,38 @@ def test_a_store_outage_acknowledges_none_of_the_batch_and_each_is_stored_once_l
     assert _ready(broker) == 0
 
 
+def _concurrently(
+    n: int, task: Callable[[int, Any], Any]
+) -> tuple[dict[int, Any], dict[int, Exception]]:
+    """`task(i, body)` on n threads released together, one body per prototype in turn and a
+    malformed one (a single feature) at i = 5; what each returned or raised, by i."""
+    returned: dict[int, Any] = {}
+    raised: dict[int, Exception] = {}
+    go = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        go.wait()
+        body: Any = {"features": PROTOTYPES[i % 3]} if i != 5 else {"features": [1.0]}
+        try:
+            returned[i] = task(i, body)
+        except Exception as exc:
+            raised[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return returned, raised
+
+
 def test_the_task_batcher_stores_concurrent_requests_together_and_answers_each(
     runtime: Runtime, cluster: PgCluster
 ) -> None:
     prefix = f"t-{uuid.uuid4().hex[:6]}"
     labels = _expected_labels(runtime)
     batcher = ScoringBatcher(lambda: runtime)
-    answers: dict[int, Any] = {}
-    errors: dict[int, Exception] = {}
-    go = threading.Barrier(24)
-
-    def task(i: int) -> None:
-        go.wait()
-        body: Any = {"features": PROTOTYPES[i % 3]} if i != 5 else {"features": [1.0]}
-        try:
-            answers[i] = batcher.score(f"{prefix}-{i:03d}", body)
-        except Exception as exc:
-            errors[i] = exc
-
-    threads = [threading.Thread(target=task, args=(i,)) for i in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    answers, errors = _concurrently(24, lambda i, body: batcher.score(f"{prefix}-{i:03d}", body))
     batcher.stop()
 
     assert list(errors) == [5] and "expected 4 features" in str(errors[5])
@@ -321,27 +330,14 @@ def test_a_scoring_batch_commits_its_tasks_success_states_together_before_they_r
     sa.event.listen(engine, "commit", lambda conn: commits.append(threading.current_thread().name))
     batcher = ScoringBatcher(lambda: runtime, on_stored=partial(_commit_states, app))
     prefix = f"c-{uuid.uuid4().hex[:6]}"
-    found: dict[int, Any] = {}
-    errors: dict[int, Exception] = {}
-    go = threading.Barrier(24)
 
-    def task(i: int) -> None:
-        go.wait()
-        body: Any = {"features": PROTOTYPES[i % 3]} if i != 5 else {"features": [1.0]}
+    def task(i: int, body: Any) -> tuple[Any, Any]:
         task_id = f"{prefix}-{i:03d}"
-        try:
-            answer = batcher.score(task_id, body, task_id=task_id)
-        except Exception as exc:
-            errors[i] = exc
-            return
+        answer = batcher.score(task_id, body, task_id=task_id)
         # Already readable when the task returns (and Celery acknowledges it).
-        found[i] = (answer, backend.get_task_meta(task_id))
+        return answer, backend.get_task_meta(task_id)
 
-    threads = [threading.Thread(target=task, args=(i,)) for i in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    found, errors = _concurrently(24, task)
     batcher.stop()
 
     assert list(errors) == [5]
