@@ -115,3 +115,44 @@ def test_a_row_the_database_rejects_is_dropped_alone(database: str, tmp_path: Pa
         assert observer["dropped"] == 1
     finally:
         store.stop(timeout=2)
+
+
+def _keyed(records: list) -> list:
+    """Records whose key alone decides (request ids the server made): `recheck` off."""
+    return [dataclasses.replace(r, recheck=False) for r in records]
+
+
+def _staged(store: PredictionStore) -> bool:
+    """Whether the pooled connection has used the staging table (created on first use)."""
+    with store._db.engine.connect() as conn:
+        return conn.execute(sa.text(f"SELECT to_regclass('pg_temp.{STAGE}')")).scalar() is not None
+
+
+def test_keyed_batches_are_copied_straight_into_predictions(
+    store: PredictionStore, database: str
+) -> None:
+    copied = _keyed(_awkward(0))
+    assert store.write(copied) == 3
+    assert not _staged(store), "no staging table for a batch the key alone decides"
+    inserted = [dataclasses.replace(r, request_id=r.request_id + "-one") for r in copied]
+    for record in inserted:
+        assert store.write([record]) == 1
+    assert _stored(database, [r.request_id for r in copied]) == _stored(
+        database, [r.request_id for r in inserted]
+    )
+
+
+def test_a_keyed_batch_holding_stored_rows_falls_back_to_the_staging_table(
+    store: PredictionStore,
+) -> None:
+    first = _keyed([make_record(i) for i in range(100)])
+    assert store.write(first) == 100
+    assert not _staged(store)
+    # A replay (the same keys) with new rows: the direct COPY fails on the first stored key
+    # and stores nothing; the staging table then stores the new ones.
+    again = first[50:] + _keyed([make_record(i) for i in range(100, 150)])
+    assert store.write(again) == 50
+    assert _staged(store)
+    a, b = _keyed([make_record(200), make_record(201)])
+    assert store.write([a, b, a]) == 2  # one key twice in one batch
+    assert store.count() == 152
