@@ -14,7 +14,7 @@ savepoint: the key (request_id, created_at) is unique, so the COPY either stores
 fails on the first one already stored, and is then rolled back to the savepoint and stored
 through the staging table, which skips what is there. Most batches store nothing twice, and
 this saves writing every row twice (the staging table, then `predictions`) and the INSERT's
-pass over it: about a third of the database's time per row (docs/prediction-store.md).
+pass over it: about a tenth of the database's time per row (docs/prediction-store.md).
 """
 
 from __future__ import annotations
