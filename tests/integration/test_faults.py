@@ -242,7 +242,9 @@ def test_sigterm_drains_ready_first_then_finishes_what_it_read(world: World) -> 
     assert during and all(status == 503 for status in during), during
     before = [status for sent, got, status in ready if got < term_at]
     assert before and all(status == 200 for status in before), before
-    before_end = [r for r in results if r.sent < grace_end]
+    # A request sent in the last moments of the grace may reach the server after it closed its
+    # socket (a connect took 50 ms on a loaded machine): those are not the server's to answer.
+    before_end = [r for r in results if r.sent < grace_end - 0.25]
     assert sum(1 for r in before_end if r.sent > term_at) > 50, "no load during the grace"
     assert _failures(before_end) == [], _failures(before_end)[:5]
 
