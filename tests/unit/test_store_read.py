@@ -25,7 +25,6 @@ from lifecycle.core.store import (
     histogram,
 )
 from lifecycle.core.store.frames import WINDOW_COLUMNS
-from tests.support.services import temp_database
 from tests.support.store_records import LABELS, make_record
 
 MODEL = "iris-classifier"
@@ -82,18 +81,9 @@ FEEDBACK = {
 }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'p.db'}"
-    else:
-        with temp_database("lc_read") as url:
-            yield url
-
-
 @pytest.fixture
-def reader(database_url: str, tmp_path: Path) -> Iterator[PredictionReader]:
-    store = PredictionStore(database_url, tmp_path / "spool")
+def reader(any_url: str, tmp_path: Path) -> Iterator[PredictionReader]:
+    store = PredictionStore(any_url, tmp_path / "spool")
     try:
         assert store.write(_records()) == 35
         store.add_feedback("r02", "versicolor")  # replaced below: the last feedback wins
@@ -102,7 +92,7 @@ def reader(database_url: str, tmp_path: Path) -> Iterator[PredictionReader]:
         store.add_feedback("o1", "setosa")
     finally:
         store.stop(timeout=2)
-    reader = PredictionReader(database_url)
+    reader = PredictionReader(any_url)
     yield reader
     reader.dispose()
 
@@ -249,7 +239,7 @@ def test_class_counts(reader: PredictionReader) -> None:
     ]
 
 
-def test_quality_matches_feedback_stats(reader: PredictionReader, database_url: str) -> None:
+def test_quality_matches_feedback_stats(reader: PredictionReader, any_url: str) -> None:
     frame = reader.quality(MODEL)
 
     # Precision per label, correct / predicted. Version 1: setosa 1/1, virginica 2/2,
@@ -264,7 +254,7 @@ def test_quality_matches_feedback_stats(reader: PredictionReader, database_url: 
         ("1", 1, 0, 0.0, 0.0),
         ("2", 2, 1, 0.5, pytest.approx(1 / 3)),
     ]
-    store = PredictionStore(database_url, Path("/nonexistent-spool"))
+    store = PredictionStore(any_url, Path("/nonexistent-spool"))
     try:
         stats = store.feedback_stats(MODEL)
     finally:
@@ -377,13 +367,11 @@ def test_unknown_model_gives_empty_frames_with_the_columns(reader: PredictionRea
     assert reader.page("nobody") == []
 
 
-def test_read_indexes_reach_a_database_created_before_them(
-    database_url: str, tmp_path: Path
-) -> None:
-    store = PredictionStore(database_url, tmp_path / "spool")
+def test_read_indexes_reach_a_database_created_before_them(any_url: str, tmp_path: Path) -> None:
+    store = PredictionStore(any_url, tmp_path / "spool")
     store.write([make_record(1, request_id="kept")])
     store.stop(timeout=2)
-    engine = sa.create_engine(database_url)
+    engine = sa.create_engine(any_url)
     with engine.begin() as conn:  # the schema as it was before the read side existed
         for name in READ_INDEXES:
             conn.execute(sa.text(f"DROP INDEX {name}"))
@@ -392,7 +380,7 @@ def test_read_indexes_reach_a_database_created_before_them(
     )
 
     for _ in range(2):  # a first start adds them, a second finds them and does nothing
-        store = PredictionStore(database_url, tmp_path / "spool")
+        store = PredictionStore(any_url, tmp_path / "spool")
         store.start()
         store.stop(timeout=2)
 
@@ -406,9 +394,7 @@ def test_read_indexes_reach_a_database_created_before_them(
         "model_version",
         "created_at",
     ]
-    assert PredictionReader(database_url).window("iris-classifier")["request_id"].tolist() == [
-        "kept"
-    ]
+    assert PredictionReader(any_url).window("iris-classifier")["request_id"].tolist() == ["kept"]
 
 
 def test_a_feature_named_like_a_column_is_prefixed(tmp_path: Path) -> None:
@@ -459,9 +445,9 @@ def test_count_matches_the_window(reader: PredictionReader) -> None:
 
 
 def test_sample_reads_part_of_a_large_window_and_all_of_a_small_one(
-    database_url: str, tmp_path: Path
+    any_url: str, tmp_path: Path
 ) -> None:
-    store = PredictionStore(database_url, tmp_path / "spool")
+    store = PredictionStore(any_url, tmp_path / "spool")
     try:
         records = [
             dataclasses.replace(make_record(i, request_id=f"s{i:04d}"), created_at=_at(i))
@@ -470,7 +456,7 @@ def test_sample_reads_part_of_a_large_window_and_all_of_a_small_one(
         assert store.write(records) == 2000
     finally:
         store.stop(timeout=2)
-    reader = PredictionReader(database_url)
+    reader = PredictionReader(any_url)
     try:
         # A window within the sample size is read whole, in order.
         assert reader.window(MODEL, last=300, sample=300)["request_id"].tolist() == [
