@@ -23,7 +23,7 @@ import numpy as np
 from lifecycle.core.errors import LifecycleError
 from serving import validation
 from serving.async_scoring import storable_failures
-from serving.group_commit import GroupCommit
+from serving.group_commit import Done, GroupCommit
 from serving.inference import Inference, InferenceRequest, infer, row_ids
 from serving.runtime import LoadedModel
 from serving.validation import Rows
@@ -183,9 +183,7 @@ class ScoringBatcher:
         assert outcome.answer is not None
         return outcome.answer
 
-    def score_later(
-        self, item: Pending, done: Callable[[Outcome | None, BaseException | None], None]
-    ) -> None:
+    def score_later(self, item: Pending, done: Done[Outcome]) -> None:
         """`score` without waiting: `done(outcome, failure)` runs in the batch's thread once
         the batch is stored (and `on_stored` ran), with the item's Outcome, or None and the
         batch's failure. For a transport's own event loop (serving/score_strategy.py)."""
