@@ -102,7 +102,7 @@ def peak_rss(pid: int) -> float:
 def run_file(api: str, engine: sa.Engine, path: Path, rows: int, worker_pid: int) -> Run:
     """One file through /batch into an emptied table; every row must be stored once."""
     with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE predictions"))
+        conn.execute(sa.text("TRUNCATE predictions, prediction_chunks"))
     reset_peaks(worker_pid)
     with httpx.Client(base_url=api) as client:
         started = time.monotonic()
@@ -117,7 +117,7 @@ def run_file(api: str, engine: sa.Engine, path: Path, rows: int, worker_pid: int
         raise RuntimeError(f"{path.name}: {state}")
     with engine.connect() as conn:
         stored, distinct = conn.execute(
-            sa.text("SELECT count(*), count(DISTINCT request_id) FROM predictions")
+            sa.text("SELECT count(*), count(DISTINCT request_id) FROM prediction_rows")
         ).one()
     if stored != rows or distinct != rows:
         raise RuntimeError(f"{path.name}: {stored} rows stored ({distinct} ids) for {rows}")

@@ -29,13 +29,18 @@ class ScoredChunk:
     probability: np.ndarray
 
 
+def row_prefix(task_id: str) -> str:
+    """What a file job's request ids start with, before the row number."""
+    return f"{task_id}-"
+
+
 def row_ids(task_id: str, offset: int, n: int) -> Any:
     """`<task id>-<row number>` for rows offset .. offset + n - 1, as an Arrow string array."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     numbers = pc.cast(pa.array(np.arange(offset, offset + n, dtype=np.int64)), pa.string())
-    return pc.binary_join_element_wise(pa.scalar(f"{task_id}-"), numbers, pa.scalar(""))
+    return pc.binary_join_element_wise(pa.scalar(row_prefix(task_id)), numbers, pa.scalar(""))
 
 
 def infer_columns(
@@ -46,12 +51,14 @@ def infer_columns(
     started: float,
     offset: int,
     accepted_at: datetime | None = None,
+    numbered: tuple[str, int] | None = None,
 ) -> ScoredChunk:
     """Score checked rows in one call; `started` is when the chunk was read, so the stored
     latency (per row, as for every file row) covers parsing too. With `accepted_at` (the file
     job's accepted time) the rows are stamped with it, so every delivery of the job stores
     the same created_at and the key alone keeps them once (PredictionRecord.recheck);
-    without it, with the time of scoring, looked up."""
+    without it, with the time of scoring, looked up. `numbered` is the ids' (prefix, first
+    row) when they are numbered (PredictionColumns.numbered)."""
     request = InferenceRequest(rows, "", source, started=started, per_row=True, offset=offset)
     predicted, probs = model.predictor.predict(rows.X)
     predicted = _native(np.asarray(predicted))
@@ -80,6 +87,7 @@ def infer_columns(
         probabilities=matrix,
         latency_ms=latency_ms,
         recheck=accepted_at is None,
+        numbered=numbered,
     )
     best = matrix.max(axis=1) if matrix is not None and n else np.full(n, np.nan)
     return ScoredChunk(columns, best)

@@ -228,7 +228,10 @@ def score_table(
     started = time.perf_counter()
     rows = validation.frame_rows(_features(table, model.schema), model.schema, offset)
     ids = batch_columns.row_ids(task_id, offset, len(rows))
-    scored = batch_columns.infer_columns(model, rows, ids, source, started, offset, accepted_at)
+    numbered = (batch_columns.row_prefix(task_id), offset)
+    scored = batch_columns.infer_columns(
+        model, rows, ids, source, started, offset, accepted_at, numbered
+    )
     added = {
         "request_id": ids,
         "prediction": pa.array(scored.columns.predictions),

@@ -22,6 +22,7 @@ import pandas as pd
 
 from lifecycle.core.settings import Settings
 from lifecycle.core.store import PredictionStore
+from lifecycle.core.store.chunks import numbered
 from lifecycle.core.store.columns import PredictionColumns
 
 # Internal columns the driver adds and the executors drop before writing the output file.
@@ -111,6 +112,7 @@ class StorePartition:
             class_labels=tuple(names),
             probabilities=probs if len(batch) else np.empty((0, len(names))),
             latency_ms=latency_ms,
+            numbered=numbered(ids, f"{self.job_id}-"),
         )
         out = batch[list(self.keep)].copy()
         out["request_id"] = ids

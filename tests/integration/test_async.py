@@ -186,7 +186,7 @@ def test_waiting_one_row_tasks_are_scored_in_batches_wider_than_the_worker_threa
             state = wait_task(client, task_id, until=("failure",))
             assert "expected 4 features" in state["error"], state
     sql = (
-        "SELECT created_at, count(*) AS n FROM predictions WHERE request_id LIKE :p "
+        "SELECT created_at, count(*) AS n FROM prediction_rows WHERE request_id LIKE :p "
         "GROUP BY created_at"
     )
     with stack.engine.connect() as conn:
@@ -276,7 +276,7 @@ def test_killed_worker_tasks_complete_on_a_new_worker_and_store_once(
     # the first worker had stored, with no request-id lookup).
     other_times = (
         "request_id LIKE :p AND created_at <> "
-        "(SELECT min(created_at) FROM predictions WHERE request_id LIKE :p)"
+        "(SELECT min(created_at) FROM prediction_rows WHERE request_id LIKE :p)"
     )
     assert stack.stored(other_times, p=f"{big}-%") == []
     stored = stack.stored("request_id IN :ids", ids=tuple(singles))

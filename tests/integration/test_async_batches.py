@@ -90,7 +90,7 @@ def _stored(url: str, prefix: str) -> list[tuple[str, str, Any]]:
         with engine.connect() as conn:
             rows = conn.execute(
                 sa.text(
-                    "SELECT request_id, label, created_at FROM predictions "
+                    "SELECT request_id, label, created_at FROM prediction_rows "
                     "WHERE request_id LIKE :p ORDER BY request_id"
                 ),
                 {"p": f"{prefix}%"},

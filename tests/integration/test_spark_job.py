@@ -56,7 +56,7 @@ def _job_id() -> str:
 def _stored(stack: Stack, job_id: str) -> list[dict[str, Any]]:
     sql = sa.text(
         "SELECT request_id, source, model_name, model_version, run_id, features, prediction, "
-        "label, probabilities FROM predictions WHERE request_id LIKE :p"
+        "label, probabilities FROM prediction_rows WHERE request_id LIKE :p"
     )
     with stack.engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(sql, {"p": f"{job_id}-%"})]

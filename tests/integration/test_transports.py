@@ -56,7 +56,7 @@ def _amqp(stack: Stack, body: dict[str, Any]) -> dict[str, Any]:
 def _stored(stack: Stack, prefix: str) -> list[dict[str, Any]]:
     sql = sa.text(
         "SELECT request_id, source, model_version, run_id, features, prediction, label, "
-        "probabilities FROM predictions WHERE request_id LIKE :p ORDER BY request_id"
+        "probabilities FROM prediction_rows WHERE request_id LIKE :p ORDER BY request_id"
     )
     with stack.engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(sql, {"p": f"{prefix}-%"})]

@@ -53,7 +53,7 @@ class Stack:
         return httpx.Client(base_url=self.api.url, timeout=30)
 
     def stored(self, where: str, **params: object) -> list[dict[str, object]]:
-        sql = f"SELECT request_id, source, model_version FROM predictions WHERE {where}"
+        sql = f"SELECT request_id, source, model_version FROM prediction_rows WHERE {where}"
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
 

@@ -49,7 +49,7 @@ def _stored(runtime: Runtime, prefix: str) -> list[tuple[str, str, str]]:
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT request_id, source, model_version FROM predictions "
+                "SELECT request_id, source, model_version FROM prediction_rows "
                 "WHERE request_id LIKE :p ORDER BY request_id"
             ),
             {"p": f"{prefix}%"},

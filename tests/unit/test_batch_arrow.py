@@ -48,7 +48,7 @@ def _stored(runtime: Runtime, task: str) -> pd.DataFrame:
     engine = sa.create_engine(str(runtime.settings.database_url))
     sql = (
         "SELECT request_id, features::text AS features, prediction::text AS prediction, label, "
-        "probabilities::text AS probabilities, model_version, source FROM predictions "
+        "probabilities::text AS probabilities, model_version, source FROM prediction_rows "
         "WHERE request_id LIKE :p"
     )
     try:

@@ -52,7 +52,7 @@ def _stored(runtime: Runtime, prefix: str) -> list[tuple[str, datetime]]:
     engine = sa.create_engine(runtime.settings.resolved_database_url())
     try:
         with engine.connect() as conn:
-            sql = "SELECT request_id, created_at FROM predictions WHERE request_id LIKE :p"
+            sql = "SELECT request_id, created_at FROM prediction_rows WHERE request_id LIKE :p"
             return [tuple(r) for r in conn.execute(sa.text(sql), {"p": f"{prefix}-%"})]
     finally:
         engine.dispose()

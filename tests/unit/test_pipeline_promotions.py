@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lifecycle.core.store.promotions import AutomaticPromotion, PromotionLog
 from lifecycle.core.store.read import PredictionReader
-from lifecycle.core.store.tables import metadata, predictions
+from lifecycle.core.store import migrate
+from lifecycle.core.store.tables import predictions
 from serving.metrics import Metrics
 
 COUNTER = "lifecycle_automatic_promotions_total"
@@ -94,7 +95,7 @@ def test_first_prediction_is_the_oldest_of_that_version(db_url: str) -> None:
     reader = PredictionReader(db_url)
     assert reader.first("iris", "2") is None  # no predictions table yet
     engine = sa.create_engine(db_url)
-    metadata.create_all(engine)
+    migrate.upgrade(engine)  # the tables and the view the reader reads
     now = datetime.now(UTC)
     rows = [
         ("b", now - timedelta(seconds=5), "2"),

@@ -156,7 +156,7 @@ def test_a_database_of_the_first_releases_is_migrated_with_every_row(
         r: at.to_pydatetime()
         for r, at in zip(window["request_id"], window["created_at"], strict=True)
     }
-    assert _scalar(any_url, f"SELECT version_num FROM {migrate.VERSION_TABLE}") == "0002"
+    assert _scalar(any_url, f"SELECT version_num FROM {migrate.VERSION_TABLE}") == "0003"
     assert _scalar(any_url, "SELECT id FROM report_index") == "kept"
     engine = sa.create_engine(any_url)
     indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("predictions")}
@@ -178,7 +178,7 @@ def test_a_fresh_database_is_created_at_the_head_revision(any_url: str) -> None:
     db = _db(any_url)
     db.ensure_schema()
     db.dispose()
-    assert _scalar(any_url, f"SELECT version_num FROM {migrate.VERSION_TABLE}") == "0002"
+    assert _scalar(any_url, f"SELECT version_num FROM {migrate.VERSION_TABLE}") == "0003"
     assert {"predictions", "feedback", migrate.VERSION_TABLE} <= _tables(any_url)
 
 

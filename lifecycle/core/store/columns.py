@@ -43,6 +43,9 @@ class PredictionColumns:
     probabilities: np.ndarray | None
     latency_ms: float
     recheck: bool = True
+    # (prefix, first): request id i is `prefix` followed by first + i (a file job's rows), so
+    # PostgreSQL stores the batch as one row of `prediction_chunks` (chunks.py). None: rows.
+    numbered: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.request_ids)

@@ -18,10 +18,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.store import migrate
+from lifecycle.core.store.chunks import insert_chunk
+from lifecycle.core.store.chunks import lookup as chunk_lookup
 from lifecycle.core.store.columns import PredictionColumns
 from lifecycle.core.store.copy import copy_columns, copy_insert, copy_supported
 from lifecycle.core.store.copy_text import NotColumnar
-from lifecycle.core.store.partitions import days_ahead, ensure_day_partitions
+from lifecycle.core.store.partitions import PARENTS, days_ahead, ensure_day_partitions
 from lifecycle.core.store.prune import Pruned, prune
 from lifecycle.core.store.staged import staged_insert
 from lifecycle.core.store.tables import (
@@ -35,6 +37,7 @@ from lifecycle.core.store.tables import (
     insert_predictions,
     make_engine,
     max_rows_per_insert,
+    prediction_rows,
     predictions,
     upsert_feedback,
 )
@@ -167,7 +170,9 @@ class PredictionDatabase:
                 conn.execute(
                     sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": migrate.SCHEMA_LOCK}
                 )
-                created = ensure_day_partitions(conn, days)
+                created = [
+                    name for parent in PARENTS for name in ensure_day_partitions(conn, days, parent)
+                ]
         except sa.exc.SQLAlchemyError as exc:
             raise_unavailable(exc)
             # A lock wait that timed out, or another process creating the same partition:
@@ -233,10 +238,20 @@ class PredictionDatabase:
             raise
 
     def insert_columns(self, batch: PredictionColumns) -> int:
-        """`insert` for a columnar batch, in one transaction: on PostgreSQL its COPY text is
-        built from the columns (copy.py `copy_columns`). SQLite, a batch the columnar text does
-        not cover, and a batch the database rejects as data take `insert` with its records
-        (which drops a bad row alone); an outage raises StoreUnavailable."""
+        """`insert` for a columnar batch, in one transaction: on PostgreSQL a batch of
+        numbered request ids is one row of `prediction_chunks` (chunks.py), another one's
+        COPY text is built from the columns (copy.py `copy_columns`). SQLite, a batch the
+        columnar text does not cover, and a batch the database rejects as data take `insert`
+        with its records (which drops a bad row alone); an outage raises StoreUnavailable."""
+        if self._postgresql and batch.numbered is not None:
+            try:
+                with self._connect() as conn, conn.begin():
+                    return insert_chunk(conn, batch)
+            except NotColumnar as exc:
+                log.info("numbered batch stored as rows: %s", exc)
+            except sa.exc.SQLAlchemyError as exc:
+                raise_unavailable(exc)
+                log.error("prediction chunk rejected (%s); inserting its rows", _short(exc))
         if self._copy and len(batch) > 1:
             try:
                 with self._connect() as conn, conn.begin():
@@ -260,22 +275,25 @@ class PredictionDatabase:
 
     def get(self, request_id: str) -> PredictionRecord | None:
         rows = self._read(sa.select(predictions).where(predictions.c.request_id == request_id))
+        if not rows and self._postgresql:
+            in_chunk = chunk_lookup(request_id)
+            rows = self._read(in_chunk) if in_chunk is not None else []
         return PredictionRecord.from_row(rows[0]._mapping) if rows else None
 
     def exists(self, request_id: str) -> bool:
-        stmt = sa.select(predictions.c.request_id).where(predictions.c.request_id == request_id)
-        return bool(self._read(stmt))
+        return self.get(request_id) is not None
 
     def recent(self, limit: int, source: str | None) -> list[PredictionRecord]:
-        stmt = sa.select(predictions).order_by(predictions.c.created_at.desc()).limit(limit)
+        p = prediction_rows
+        stmt = sa.select(p).order_by(p.c.created_at.desc()).limit(limit)
         if source is not None:
-            stmt = stmt.where(predictions.c.source == source)
+            stmt = stmt.where(p.c.source == source)
         return [PredictionRecord.from_row(row._mapping) for row in self._read(stmt)]
 
     def count(self, source: str | None) -> int:
-        stmt = sa.select(sa.func.count()).select_from(predictions)
+        stmt = sa.select(sa.func.count()).select_from(prediction_rows)
         if source is not None:
-            stmt = stmt.where(predictions.c.source == source)
+            stmt = stmt.where(prediction_rows.c.source == source)
         return int(self._read(stmt)[0][0])
 
     def set_feedback(self, request_id: str, label: str) -> None:

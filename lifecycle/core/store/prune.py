@@ -3,9 +3,10 @@
 
 PostgreSQL: day partitions wholly older than the cutoff are dropped (no row is deleted, no
 table is vacuumed afterwards); rows of the default partition older than the cutoff are
-deleted; so are the feedback labels of what goes. Rows of the day that holds the cutoff stay
-until their whole day is older, so up to a day more than asked is kept. SQLite: rows older
-than the cutoff, and their feedback, are deleted.
+deleted; so are the feedback labels of what goes. The same holds for `prediction_chunks`
+(chunks.py), whose rows count as the predictions they hold. Rows of the day that holds the
+cutoff stay until their whole day is older, so up to a day more than asked is kept. SQLite:
+rows older than the cutoff, and their feedback, are deleted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from lifecycle.core.store.partitions import DEFAULT, LOCK_TIMEOUT, day_partitions
+from lifecycle.core.store.partitions import (
+    CHUNKS,
+    DEFAULT,
+    LOCK_TIMEOUT,
+    day_partitions,
+    default_partition,
+)
 from lifecycle.core.store.tables import as_utc, feedback, predictions
 
 # pg_try_advisory_lock key: one process at a time applies the retention ("lcprune").
@@ -94,4 +101,46 @@ def _prune_postgresql(conn: Connection, cutoff: datetime) -> Pruned:
     result.rows_deleted = conn.execute(
         sa.text(f"DELETE FROM {DEFAULT} WHERE created_at < :cutoff"), old
     ).rowcount
+    _prune_chunks(conn, cutoff, result)
     return result
+
+
+# Feedback labels of the request ids a chunk holds (`<id_prefix><row>`, chunks.py); `c` is
+# the chunk table or partition, aliased.
+_CHUNK_FEEDBACK = (
+    "left(f.request_id, length(c.id_prefix)) = c.id_prefix "
+    "AND substr(f.request_id, length(c.id_prefix) + 1) ~ '^(0|[1-9][0-9]{0,17})$' "
+    "AND substr(f.request_id, length(c.id_prefix) + 1)::bigint >= c.first_row "
+    "AND substr(f.request_id, length(c.id_prefix) + 1)::bigint < c.first_row + c.n"
+)
+
+
+def _prune_chunks(conn: Connection, cutoff: datetime, result: Pruned) -> None:
+    for partition in day_partitions(conn, CHUNKS):
+        if partition.end > cutoff:
+            break
+        name = partition.name
+        result.feedback_deleted += conn.exec_driver_sql(
+            f"DELETE FROM {feedback.name} f USING {name} c WHERE {_CHUNK_FEEDBACK}"
+        ).rowcount
+        result.partitions[name] = int(
+            conn.exec_driver_sql(f"SELECT coalesce(sum(n), 0) FROM {name}").scalar_one()
+        )
+        conn.exec_driver_sql(f"DROP TABLE {name}")
+    default, old = default_partition(CHUNKS), {"cutoff": cutoff}
+    result.feedback_deleted += conn.execute(
+        sa.text(
+            f"DELETE FROM {feedback.name} f USING {default} c "
+            f"WHERE c.created_at < :cutoff AND {_CHUNK_FEEDBACK}"
+        ),
+        old,
+    ).rowcount
+    result.rows_deleted += int(
+        conn.execute(
+            sa.text(
+                f"WITH gone AS (DELETE FROM {default} WHERE created_at < :cutoff RETURNING n) "
+                "SELECT coalesce(sum(n), 0) FROM gone"
+            ),
+            old,
+        ).scalar_one()
+    )

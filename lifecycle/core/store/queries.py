@@ -12,11 +12,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from lifecycle.core.store.histogram import HIGHEST_MS, LN_GAMMA, LOWEST_MS
-from lifecycle.core.store.tables import as_utc, feedback, predictions
+from lifecycle.core.store.tables import as_utc, feedback, prediction_rows
 
-_p, _f = predictions.c, feedback.c
-_with_feedback = predictions.outerjoin(feedback, _p.request_id == _f.request_id)
-_only_feedback = predictions.join(feedback, _p.request_id == _f.request_id)
+_p, _f = prediction_rows.c, feedback.c
+_with_feedback = prediction_rows.outerjoin(feedback, _p.request_id == _f.request_id)
+_only_feedback = prediction_rows.join(feedback, _p.request_id == _f.request_id)
 
 
 def filters(
@@ -90,7 +90,7 @@ def window(dialect: str, where: list[sa.ColumnElement[bool]], last: int | None) 
 
 
 def count(where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
-    return sa.select(sa.func.count()).select_from(predictions).where(*where)
+    return sa.select(sa.func.count()).select_from(prediction_rows).where(*where)
 
 
 def nth_newest(where: list[sa.ColumnElement[bool]], n: int) -> sa.Select[Any]:
@@ -153,7 +153,7 @@ def page(
             sa.or_(_p.created_at < at, sa.and_(_p.created_at == at, _p.request_id < request_id)),
         ]
     return (
-        sa.select(predictions, _f.label.label("feedback"))
+        sa.select(prediction_rows, _f.label.label("feedback"))
         .select_from(_with_feedback)
         .where(*where)
         .order_by(*order)

@@ -30,7 +30,7 @@ from lifecycle.core.store.frames import (
     to_arrow,
 )
 from lifecycle.core.store.queries import filters
-from lifecycle.core.store.tables import as_utc, feedback, make_engine, predictions
+from lifecycle.core.store.tables import as_utc, feedback, make_engine, prediction_rows
 
 if TYPE_CHECKING:
     from lifecycle.core.settings import Settings
@@ -84,7 +84,7 @@ class PredictionReader:
             with self.engine.connect() as conn:
                 if not self._tables_seen:
                     inspector = sa.inspect(conn)
-                    if not all(inspector.has_table(t.name) for t in (predictions, feedback)):
+                    if not all(inspector.has_table(t.name) for t in (prediction_rows, feedback)):
                         return []
                     self._tables_seen = True
                 return conn.execute(stmt).all()
@@ -156,7 +156,7 @@ class PredictionReader:
         if last is not None:
             # The last N rows are those since the N-th newest: a time bound the sample can use.
             start = self._rows(queries.nth_newest(where, last))[0][0]
-            where = [*where, predictions.c.created_at >= start]
+            where = [*where, prediction_rows.c.created_at >= start]
         return [*where, queries.sampled(self._dialect, sample / total)], None
 
     def window_arrow(self, model_name: str, **window: Unpack[WindowFilter]) -> pa.Table:
@@ -180,7 +180,7 @@ class PredictionReader:
 
     def first(self, model_name: str, version: str) -> tuple[str, datetime] | None:
         """(request id, time) of the oldest stored prediction by that version, or None."""
-        p = predictions.c
+        p = prediction_rows.c
         stmt = (
             sa.select(p.request_id, p.created_at)
             .where(p.model_name == model_name, p.model_version == version)

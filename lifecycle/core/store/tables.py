@@ -128,6 +128,14 @@ predictions = sa.Table(
     sa.Index("ix_predictions_model_version_time", "model_name", "model_version", "created_at"),
 )
 
+# What the read side reads (queries.py, read.py): a view with the columns of `predictions`.
+# On PostgreSQL it adds the rows of `prediction_chunks` (chunks.py), where columnar batches
+# are stored one row per chunk; on SQLite it is `predictions`. Not in `metadata`: a view has
+# no indexes of its own to ensure.
+prediction_rows = sa.Table(
+    "prediction_rows", sa.MetaData(), *(column._copy() for column in predictions.columns)
+)
+
 feedback = sa.Table(
     "feedback",
     metadata,
@@ -283,10 +291,10 @@ def upsert_feedback(engine: Engine, request_id: str, label: str) -> sa.Executabl
 
 def feedback_counts(model_name: str) -> sa.Select[Any]:
     """(version, predicted label, true label, count) over predictions that got feedback."""
-    p, f = predictions.c, feedback.c
+    p, f = prediction_rows.c, feedback.c
     return (
         sa.select(p.model_version, p.label, f.label, sa.func.count())
-        .select_from(predictions.join(feedback, p.request_id == f.request_id))
+        .select_from(prediction_rows.join(feedback, p.request_id == f.request_id))
         .where(p.model_name == model_name, p.label.is_not(None))
         .group_by(p.model_version, p.label, f.label)
     )

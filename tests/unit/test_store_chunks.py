@@ -1,0 +1,219 @@
+"""PostgreSQL stores a batch of numbered request ids (a file job's chunk) as one row of
+`prediction_chunks`, and everything that reads the log reads its predictions as it reads
+rows: the same stored values, lookups by request id, feedback, pages, windows, quality,
+retention; each prediction exactly once."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from lifecycle.core.store import PredictionStore
+from lifecycle.core.store.chunks import chunk_key, numbered
+from lifecycle.core.store.columns import PredictionColumns
+from lifecycle.core.store.database import PredictionDatabase
+from lifecycle.core.store.partitions import (
+    CHUNKS,
+    default_partition,
+    ensure_day_partitions,
+    partition_name,
+)
+from lifecycle.core.store.read import PredictionReader
+from tests.support.services import temp_database
+from tests.support.store_records import CountingObserver
+from tests.unit.test_store_columns import FEATURES, _columns
+
+pytestmark = pytest.mark.postgres
+
+_JSON = ("features", "prediction", "probabilities")
+_COMPARED = (
+    "source",
+    "model_name",
+    "model_version",
+    "run_id",
+    "features",
+    "prediction",
+    "label",
+    "probabilities",
+    "latency_ms",
+    "created_at",
+)
+
+
+def _chunk(
+    prefix: str, first: int = 0, at: datetime | None = None, **changes: object
+) -> PredictionColumns:
+    batch = _columns("unused")
+    n = len(batch)
+    fields: dict[str, object] = {"numbered": (prefix, first), **changes}
+    return dataclasses.replace(
+        batch,
+        request_ids=[f"{prefix}{first + i}" for i in range(n)],
+        created_at=at or batch.created_at,
+        **fields,
+    )
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    with temp_database("lc_chunks") as database:
+        yield database
+
+
+@pytest.fixture
+def store(url: str, tmp_path: Path) -> Iterator[PredictionStore]:
+    store = PredictionStore(url, tmp_path / "spool", observer=CountingObserver())
+    yield store
+    store.stop(timeout=2)
+
+
+def _scalar(url: str, sql: str, **params: object) -> object:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).scalar()
+    finally:
+        engine.dispose()
+
+
+def _stored(url: str, ids: list[str]) -> list[tuple[object, ...]]:
+    columns = ", ".join(f"{c}::text" if c in _JSON else c for c in _COMPARED)
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            sql = sa.text(f"SELECT {columns} FROM prediction_rows WHERE request_id = :id")
+            return [tuple(conn.execute(sql, {"id": i}).one()) for i in ids]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("probabilities", [True, False])
+def test_a_numbered_batch_is_one_chunk_row_read_back_as_the_row_path_stores_it(
+    store: PredictionStore, url: str, probabilities: bool
+) -> None:
+    chunk = _chunk("job-", 10)
+    if not probabilities:
+        chunk = dataclasses.replace(chunk, class_labels=None, probabilities=None)
+    rows = dataclasses.replace(chunk, request_ids=[f"row-{i}" for i in range(4)], numbered=None)
+
+    assert store.write_columns(chunk) == 4
+    assert store.write(rows.records()) == 4
+    assert _scalar(url, "SELECT count(*) FROM prediction_chunks") == 1
+    assert _scalar(url, "SELECT count(*) FROM predictions WHERE request_id LIKE 'job-%'") == 0
+
+    assert _stored(url, list(chunk.request_ids)) == _stored(url, list(rows.request_ids))
+    back = store.get("job-11")
+    assert back is not None and back.features[FEATURES[0]] is None  # NaN: JSON null
+    assert back.features[FEATURES[1]] == 123456789.5 and back.label == 'vir"ginica'
+    assert back.prediction == 2 and back.run_id is None
+    assert store.get("job-14") is None and store.get("job-9") is None
+    assert store.count() == 8
+
+
+def test_a_chunk_is_stored_once_however_often_its_rows_are_written(
+    store: PredictionStore, url: str
+) -> None:
+    at = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    keyed = _chunk("job-", 0, at, recheck=False)
+    assert store.write_columns(keyed) == 4
+    assert store.write_columns(keyed) == 0  # a redelivered job, stamped with its accepted time
+    # Chunked otherwise on the next delivery: rows 2..5 overlap rows 0..3.
+    assert store.write_columns(_chunk("job-", 2, at, recheck=False)) == 0
+    assert store.write_columns(_chunk("job-", 4, at, recheck=False)) == 4  # new rows
+
+    looked_up = _chunk("other-", 0, at)
+    assert store.write_columns(looked_up) == 4
+    # Scored again later, with no accepted time: the same ids within DEDUP_WINDOW.
+    assert store.write_columns(_chunk("other-", 0, at + timedelta(hours=5))) == 0
+    assert store.write_columns(_chunk("other-", 0, at + timedelta(days=2))) == 4
+    ids = _scalar(url, "SELECT count(DISTINCT request_id) FROM prediction_rows")
+    assert ids == 12 and store.count() == 16
+
+
+def test_feedback_pages_windows_and_quality_read_chunks_and_rows_alike(
+    store: PredictionStore, url: str
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    batches = [_chunk("job-", 4 * k, now - timedelta(seconds=10 - k)) for k in range(3)]
+    for batch in batches:  # three chunks of 4, a second apart, and 4 plain rows in between
+        store.write_columns(batch)
+    plain = _chunk("rest-", 0, now - timedelta(seconds=9, milliseconds=500), numbered=None)
+    store.write(plain.records())
+    keys = [(b.created_at, i) for b in (*batches, plain) for i in b.request_ids]
+
+    store.add_feedback("job-5", "setosa")  # predicted vir"ginica
+    store.add_feedback("job-0", "setosa")  # predicted setosa
+    store.add_feedback("rest-0", "setosa")
+    assert store.feedback_stats("iris-classifier")["7"]["n"] == 3
+
+    reader = PredictionReader(url)
+    try:
+        seen: list[str] = []
+        before = None
+        while True:
+            page = reader.page("iris-classifier", limit=5, before=before)
+            if not page:
+                break
+            seen += [row["request_id"] for row in page]
+            before = (page[-1]["created_at"], page[-1]["request_id"])
+        # Newest first, ties on created_at by request id (text): as for rows.
+        assert seen == [i for _, i in sorted(keys, reverse=True)]
+        assert seen[:4] == ["job-9", "job-8", "job-11", "job-10"] and seen[8] == "rest-3"
+        window = reader.window("iris-classifier")
+        assert len(window) == 16 and window["request_id"].is_unique
+        assert window.set_index("request_id").loc["job-5", "feedback"] == "setosa"
+        assert window[FEATURES[1]].tolist()[:2] == [3.5, 123456789.5]
+        quality = reader.quality("iris-classifier").set_index("model_version")
+        assert quality.loc["7", "n"] == 3 and quality.loc["7", "correct"] == 2
+        labelled = reader.labelled("iris-classifier")
+        assert sorted(labelled["request_id"]) == ["job-0", "job-5", "rest-0"]
+        counts = reader.class_counts("iris-classifier").set_index("label")["count"]
+        assert counts.to_dict() == {"setosa": 4, "versi,color": 4, 'vir"ginica': 8}
+    finally:
+        reader.dispose()
+
+
+def test_retention_drops_chunk_partitions_with_their_feedback(url: str) -> None:
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    old, older = today - timedelta(days=3), today - timedelta(days=30)
+    db = PredictionDatabase(url, lambda n: None)
+    try:
+        db.ensure_schema()
+        with db.engine.begin() as conn:
+            ensure_day_partitions(conn, [old.date()], CHUNKS)
+        for prefix, at in (("old-", old), ("older-", older), ("new-", today)):
+            assert db.insert_columns(_chunk(prefix, 0, at)) == 4
+        for request_id in ("old-2", "older-1", "new-2"):
+            db.set_feedback(request_id, "setosa")
+        where = "SELECT tableoid::regclass::text FROM prediction_chunks WHERE id_prefix = :p"
+        assert _scalar(url, where, p="older-") == default_partition(CHUNKS)
+
+        pruned = db.prune(today - timedelta(days=1))
+        assert pruned.partitions == {partition_name(old.date(), CHUNKS): 4}
+        assert pruned.rows_deleted == 4  # the chunk 30 days old, from the default partition
+        assert pruned.feedback_deleted == 2
+        assert db.get("old-2") is None and db.get("older-1") is None
+        assert db.get("new-2") is not None
+        assert _scalar(url, "SELECT request_id FROM feedback") == "new-2"
+        assert (
+            _scalar(url, "SELECT to_regclass(:n)::text", n=partition_name(old.date(), CHUNKS))
+            is None
+        )
+    finally:
+        db.dispose()
+
+
+def test_ids_that_are_not_numbered_stay_rows() -> None:
+    assert numbered([f"job-{i}" for i in range(7, 10)], "job-") == ("job-", 7)
+    assert numbered(["job-1", "job-3"], "job-") is None
+    assert numbered(["job-01", "job-2"], "job-") is None
+    assert numbered(["a-1", "b-2"], "a-") is None
+    assert numbered([], "job-") is None
+    assert chunk_key("6f1c-aa-42") == ("6f1c-aa-", 42)
+    assert chunk_key("no-number-x") is None and chunk_key("plain") is None
+    assert chunk_key("job-007") is None
