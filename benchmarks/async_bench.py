@@ -115,7 +115,7 @@ def stored(engine: sa.Engine, prefix: str, since: datetime) -> int:
     index): a LIKE alone scans every stored row, a million after the batch file, which took
     a core of PostgreSQL away from the stack being measured on every poll."""
     sql = (
-        "SELECT count(*) FROM predictions WHERE model_name = :m AND created_at >= :since "
+        "SELECT count(*) FROM prediction_rows WHERE model_name = :m AND created_at >= :since "
         "AND request_id LIKE :p"
     )
     with engine.connect() as conn:

@@ -155,6 +155,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each format")
     parser.add_argument("--chunk-rows", type=int, help="LIFECYCLE_BATCH_CHUNK_ROWS for the worker")
+    parser.add_argument(
+        "--chunks", action="store_true", help="LIFECYCLE_PREDICTION_CHUNKS=true for the worker"
+    )
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     if not os.environ.get("LIFECYCLE_TEST_POSTGRES_URL") or not os.environ.get(
@@ -170,6 +173,8 @@ def main() -> None:
             extra = {}
             if args.chunk_rows:
                 extra["LIFECYCLE_BATCH_CHUNK_ROWS"] = str(args.chunk_rows)
+            if args.chunks:
+                extra["LIFECYCLE_PREDICTION_CHUNKS"] = "true"
             env, api, worker = start_stack(procs, work, db, broker, extra)
             mport = free_port()
             # `mlflow models serve` execs uvicorn through PATH: this virtualenv's.
@@ -237,6 +242,8 @@ def markdown(
             f"| {f'{peak:.0f} MB' if kind != 'mlflow' else 'n/a'} |"
         )
     chunk = f" --chunk-rows {args.chunk_rows}" if args.chunk_rows else ""
+    chunk += " --chunks" if args.chunks else ""
+    settings = "LIFECYCLE_PREDICTION_CHUNKS=true" if args.chunks else "default settings"
     return "\n".join(
         [
             START,
@@ -245,7 +252,7 @@ def markdown(
             f"`python -m benchmarks.batch_file --rows {args.rows} --rounds {args.rounds}{chunk}`:",
             f"an iris-like file of {args.rows:,} rows sent by path to `POST /batch`, timed from",
             "the POST to the task's success, on a stack of `lifecycle serve` and `lifecycle",
-            "worker` (default settings) with the prediction store on PostgreSQL, every row",
+            f"worker` ({settings}) with the prediction store on PostgreSQL, every row",
             "checked stored exactly once into an emptied table; a warm-up run of each format,",
             "then the formats in alternating order",
             f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "

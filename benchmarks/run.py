@@ -218,7 +218,7 @@ def stored_rows(database_url: str) -> int:
     engine = sa.create_engine(database_url)
     try:
         with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar_one())
+            return int(conn.execute(sa.text("SELECT count(*) FROM prediction_rows")).scalar_one())
     finally:
         engine.dispose()
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from lifecycle.core.store import PredictionRecord
+from lifecycle.core.store.columns import PredictionColumns
 from serving.runtime import LoadedModel
 from serving.validation import InvalidInput, Rows
 
@@ -33,7 +34,9 @@ class InferenceRequest:
     latency covers parsing too; `per_row` divides it among the rows (a file chunk). `offset`
     is the first row's number in its file, so an error names the row as the file counts it.
     `recheck` goes to every record (PredictionRecord.recheck): False only for a request id
-    the server generated, which no other copy of these rows can carry.
+    the server generated, which no other copy of these rows can carry. `columnar`: a batch
+    with the default ids is logged as one PredictionColumns (`Inference.columns`, stored as
+    a chunk row) instead of a record per row.
     """
 
     rows: Rows
@@ -44,11 +47,13 @@ class InferenceRequest:
     per_row: bool = False
     offset: int = 0
     recheck: bool = True
+    columnar: bool = False
 
 
 @dataclass(slots=True)
 class Inference:
-    """What one request scored to: the model snapshot, per-row answers and store records."""
+    """What one request scored to: the model snapshot, per-row answers and what to log: store
+    records, or (a columnar request's batch) `columns` and no record."""
 
     model: LoadedModel
     request: InferenceRequest
@@ -58,6 +63,7 @@ class Inference:
     probabilities: list[dict[str, float]] | None
     at: datetime
     records: list[PredictionRecord]
+    columns: PredictionColumns | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -94,6 +100,7 @@ def infer(model: LoadedModel, request: InferenceRequest) -> Inference:
     predictions = [_plain(p) for p in predicted.tolist()]
     labels = [model.label_of(p) for p in predictions]
     probabilities = None
+    names: list[str] = []
     if probs is not None:
         names = [model.label_of(_plain(c)) for c in model.predictor.classes]
         probabilities = [dict(zip(names, r, strict=True)) for r in probs.tolist()]
@@ -104,6 +111,27 @@ def infer(model: LoadedModel, request: InferenceRequest) -> Inference:
     latency_ms = (time.perf_counter() - request.started) * 1000
     if request.per_row:
         latency_ms /= max(n, 1)
+    if request.columnar and request.row_ids is None and n > 1:
+        columns = PredictionColumns(
+            request_ids=ids,
+            created_at=at,
+            source=request.source,
+            model_name=model.name,
+            model_version=model.version,
+            run_id=model.run_id,
+            feature_names=tuple(model.schema.names),
+            features=rows.X,
+            predictions=np.asarray(predicted),
+            labels=labels,
+            class_labels=None if probs is None else tuple(names),
+            probabilities=None if probs is None else np.asarray(probs, dtype=np.float64),
+            latency_ms=latency_ms,
+            recheck=request.recheck,
+            numbered=(f"{request.request_id}-", 0),
+        )
+        inference = Inference(model, request, ids, predictions, labels, probabilities, at, [])
+        inference.columns = columns
+        return inference
     features = rows.feature_dicts(model.schema.names)
     records = [
         PredictionRecord(

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         description="Keep predictions this long (30d, 12h, 2w); older ones are pruned hourly. "
         "Default: keep everything.",
     )
+    prediction_chunks: bool = Field(
+        True,
+        description="PostgreSQL: store each chunk of a batch file as one row (prediction_chunks) "
+        "rather than one row per prediction; false: one row per prediction.",
+    )
     # Serving.
     model_uri: str | None = Field(
         None,

@@ -86,12 +86,17 @@ def score(
 ) -> Inference:
     """Checked rows → `infer` → records handed to the store; the caller shapes the answer.
     `recheck`: False when the server generated the request id (PredictionRecord.recheck)."""
-    request = InferenceRequest(rows, request_id, "rest", started=started, recheck=recheck)
+    request = InferenceRequest(
+        rows, request_id, "rest", started=started, recheck=recheck, columnar=True
+    )
     result = infer(model, request)
     store = services.store
     if store is not None:
         # All rows or none, before anything is answered or counted: a saturated log refuses
         # the request (503) rather than answer predictions it could not keep.
-        store.submit_many(result.records)
+        if result.columns is not None:
+            store.submit_columns(result.columns)
+        else:
+            store.submit_many(result.records)
     services.metrics.observe_predictions(result.model, result.labels)
     return result

@@ -342,7 +342,7 @@ def test_a_stalled_prediction_log_sheds_load_and_keeps_every_answer(
 
 
 def _stored_ids(engine: sa.Engine, ids: list[str], expect: int) -> list[str]:
-    query = sa.text("SELECT request_id FROM predictions WHERE request_id = ANY(:ids)")
+    query = sa.text("SELECT request_id FROM prediction_rows WHERE request_id = ANY(:ids)")
     deadline = time.monotonic() + 60
     while True:
         with engine.connect() as conn:

@@ -36,7 +36,7 @@ def stored_ids(url: str) -> list[str]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            return [r[0] for r in conn.execute(sa.text("SELECT request_id FROM predictions"))]
+            return [r[0] for r in conn.execute(sa.text("SELECT request_id FROM prediction_rows"))]
     finally:
         engine.dispose()
 

@@ -78,9 +78,11 @@ def test_database_outage_under_load_stores_every_prediction_exactly_once(
     try:
         with engine.connect() as conn:
             total, distinct = conn.execute(
-                sa.text("SELECT count(*), count(DISTINCT request_id) FROM predictions")
+                sa.text("SELECT count(*), count(DISTINCT request_id) FROM prediction_rows")
             ).one()
-            stored = {row[0] for row in conn.execute(sa.text("SELECT request_id FROM predictions"))}
+            stored = {
+                row[0] for row in conn.execute(sa.text("SELECT request_id FROM prediction_rows"))
+            }
     finally:
         engine.dispose()
     assert len(submitted) == N

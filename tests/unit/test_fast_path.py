@@ -181,7 +181,9 @@ def test_the_fast_path_is_the_one_answering_and_it_keeps_ids_metrics_and_records
             with engine.connect() as conn:
                 stored = sorted(
                     conn.execute(
-                        sa.text("SELECT request_id FROM predictions WHERE request_id = ANY(:ids)"),
+                        sa.text(
+                            "SELECT request_id FROM prediction_rows WHERE request_id = ANY(:ids)"
+                        ),
                         {"ids": wanted},
                     ).scalars()
                 )

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lifecycle.core.store import migrate
 from lifecycle.core.store.promotions import AutomaticPromotion, PromotionLog
 from lifecycle.core.store.read import PredictionReader
-from lifecycle.core.store import migrate
 from lifecycle.core.store.tables import predictions
 from serving.metrics import Metrics
 

@@ -22,8 +22,14 @@ NAMES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal wi
 
 
 def _spooled(spool: Path) -> dict[str, dict[str, object]]:
+    """Spooled rows by request id; a request of many rows is one line (a chunk)."""
     lines = [json.loads(line) for f in sorted(spool.rglob("*.jsonl")) for line in f.open()]
-    return {str(line["request_id"]): line for line in lines}
+    rows = {str(line["request_id"]): line for line in lines if "chunk" not in line}
+    for line in lines:
+        if "chunk" in line:
+            chunk = line["chunk"]
+            rows.update({rid: {"recheck": chunk["recheck"]} for rid in chunk["request_ids"]})
+    return rows
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "routes"])

@@ -6,14 +6,19 @@ retention; each prediction exactly once."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from fastapi.testclient import TestClient
 
-from lifecycle.core.store import PredictionStore
+from lifecycle.core.settings import Settings
+from lifecycle.core.store import PredictionStore, migrate
 from lifecycle.core.store.chunks import chunk_key, numbered
 from lifecycle.core.store.columns import PredictionColumns
 from lifecycle.core.store.database import PredictionDatabase
@@ -24,6 +29,10 @@ from lifecycle.core.store.partitions import (
     partition_name,
 )
 from lifecycle.core.store.read import PredictionReader
+from lifecycle.core.store.spool import Spool
+from serving.api.app import create_app
+from serving.runtime import ModelHolder, ModelTarget
+from tests.support.fixed_model import FixedVersion, load_iris
 from tests.support.services import temp_database
 from tests.support.store_records import CountingObserver
 from tests.unit.test_store_columns import FEATURES, _columns
@@ -81,12 +90,12 @@ def _scalar(url: str, sql: str, **params: object) -> object:
         engine.dispose()
 
 
-def _stored(url: str, ids: list[str]) -> list[tuple[object, ...]]:
+def _stored(url: str, ids: list[str], table: str = "prediction_rows") -> list[tuple[object, ...]]:
     columns = ", ".join(f"{c}::text" if c in _JSON else c for c in _COMPARED)
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            sql = sa.text(f"SELECT {columns} FROM prediction_rows WHERE request_id = :id")
+            sql = sa.text(f"SELECT {columns} FROM {table} WHERE request_id = :id")
             return [tuple(conn.execute(sql, {"id": i}).one()) for i in ids]
     finally:
         engine.dispose()
@@ -217,3 +226,113 @@ def test_ids_that_are_not_numbered_stay_rows() -> None:
     assert chunk_key("6f1c-aa-42") == ("6f1c-aa-", 42)
     assert chunk_key("no-number-x") is None and chunk_key("plain") is None
     assert chunk_key("job-007") is None
+
+
+def test_chunk_rows_are_the_default_and_the_setting_turns_them_off(
+    url: str, tmp_path: Path
+) -> None:
+    for chunks, prefix in ((False, "rows-"), (None, "chunk-")):
+        given = {} if chunks is None else {"prediction_chunks": chunks}
+        settings = Settings(data_dir=tmp_path, database_url=url, _env_file=None, **given)
+        store = PredictionStore.from_settings(settings)
+        try:
+            assert store.write_columns(_chunk(prefix)) == 4
+        finally:
+            store.stop(timeout=2)
+    assert _scalar(url, "SELECT count(*) FROM predictions") == 4
+    assert _scalar(url, "SELECT string_agg(id_prefix, ',') FROM prediction_chunks") == "chunk-"
+    assert _scalar(url, "SELECT count(*) FROM prediction_rows") == 8
+
+
+def test_a_downgrade_moves_chunk_rows_into_predictions(store: PredictionStore, url: str) -> None:
+    chunk = _chunk("job-", 3)
+    assert store.write_columns(chunk) == 4
+    ids = list(chunk.request_ids)
+    before = _stored(url, ids)
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(migrate._config(conn), "0002")
+            assert migrate.current(conn) == "0002"
+    finally:
+        engine.dispose()
+    assert _stored(url, ids, table="predictions") == before
+    assert _scalar(url, "SELECT to_regclass('prediction_chunks')::text") is None
+
+
+def test_a_spooled_batch_is_one_line_replayed_into_one_chunk_once(url: str, tmp_path: Path) -> None:
+    batch = _chunk("req-", 0, recheck=False)
+    line = batch.to_json_line()
+    back = PredictionColumns.from_row(json.loads(line))
+    assert back.request_ids == list(batch.request_ids) and back.numbered == ("req-", 0)
+    assert np.array_equal(back.features, batch.features, equal_nan=True)
+    assert back.predictions.tolist() == batch.predictions.tolist()
+    assert back.created_at == batch.created_at and back.recheck is False
+
+    # Stored, and also left in the spool, as after a commit whose answer never came.
+    first = PredictionStore(url, tmp_path / "first")
+    first.submit_columns(batch)
+    assert first.flush(5)
+    first.stop(timeout=2)
+    spool = Spool(tmp_path / "spool", 10**7)
+    assert spool.append([line, line]) == 2
+    spool.close()
+    store = PredictionStore(url, tmp_path / "spool")
+    store.start()
+    try:
+        assert store.flush(5)
+    finally:
+        store.stop(timeout=2)
+    assert not list((tmp_path / "spool").rglob("*.jsonl"))
+    assert _scalar(url, "SELECT count(*) FROM prediction_chunks") == 1
+    assert _scalar(url, "SELECT count(DISTINCT request_id) FROM prediction_rows") == 4
+    assert _scalar(url, "SELECT count(*) FROM prediction_rows") == 4
+
+
+def test_a_rest_batch_is_logged_as_one_chunk_with_the_values_of_single_rows(
+    url: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        database_url=url,
+        data_dir=tmp_path / "data",
+        admin_token=None,
+        webhook_secret=None,
+        prediction_flush_interval=0.02,
+        _env_file=None,
+    )
+    holder = ModelHolder(
+        ModelTarget("iris-classifier", stage="Production"), FixedVersion(), load_iris
+    )
+    holder.reconcile()
+    store = PredictionStore.from_settings(settings)
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+    names = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+    with TestClient(create_app(settings, holder, store)) as client:
+        batch = client.post("/predict", json={"instances": rows}, headers={"X-Request-Id": "many"})
+        invocation = client.post(
+            "/invocations",
+            json={"dataframe_split": {"columns": names, "data": rows}},
+            headers={"X-Request-Id": "inv"},
+        )
+        singles = [
+            client.post("/predict", json={"features": r}, headers={"X-Request-Id": f"one{i}"})
+            for i, r in enumerate(rows)
+        ]
+        assert all(r.status_code == 200 for r in (batch, invocation, *singles))
+        assert store.flush(5)
+    assert (
+        _scalar(url, "SELECT string_agg(id_prefix, ',' ORDER BY id_prefix) FROM prediction_chunks")
+        == "inv-,many-"
+    )
+    assert _scalar(url, "SELECT count(*) FROM predictions") == 3
+
+    def values(ids: list[str]) -> list[tuple[object, ...]]:
+        return [row[:7] for row in _stored(url, ids)]  # up to the label
+
+    assert values([f"many-{i}" for i in range(3)]) == values([f"one{i}" for i in range(3)])
+    assert values([f"inv-{i}" for i in range(3)]) == values([f"one{i}" for i in range(3)])
+    # The probabilities stored are the ones answered (a batch's may differ from a single
+    # row's in the last digits: the model computes them together).
+    answered = [p["probabilities"] for p in batch.json()["predictions"]]
+    stored = [json.loads(str(row[7])) for row in _stored(url, [f"many-{i}" for i in range(3)])]
+    assert stored == answered

@@ -17,6 +17,7 @@ batch flagged `recheck`, with a created_at within DEDUP_WINDOW of its own; the k
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -131,6 +132,26 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def as_object(values: Any, names: Sequence[str] | None) -> dict[str, Any]:
+    """A row's features (or probabilities) as an object: a chunk row's array zipped with its
+    names; an object as it is; anything else, an empty object."""
+    if names is not None and isinstance(values, list):
+        return dict(zip(names, values, strict=True))
+    return values if isinstance(values, dict) else {}
+
+
+def as_record(row: Any) -> dict[str, Any]:
+    """A `prediction_values` row (a mapping) with the columns of `predictions`: a chunk
+    row's feature and probability arrays as objects, its names dropped."""
+    record = dict(row)
+    names, classes = record.pop("feature_names", None), record.pop("class_labels", None)
+    if names is not None:
+        record["features"] = as_object(record["features"], names)
+    if classes is not None and isinstance(record["probabilities"], list):
+        record["probabilities"] = as_object(record["probabilities"], classes)
+    return record
 
 
 def numbered(request_ids: Any, prefix: str) -> tuple[str, int] | None:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 
 from lifecycle.core.store.tables import PredictionRecord, as_utc
 
@@ -66,6 +67,54 @@ class PredictionColumns:
     def __len__(self) -> int:
         return len(self.request_ids)
 
+    def to_json_line(self) -> bytes:
+        """The batch as one spool line, `{"chunk": {...}}` (read back by `from_row`)."""
+        chunk = {
+            "request_ids": [str(i) for i in self.request_ids],
+            "created_at": as_utc(self.created_at).isoformat(),
+            "source": self.source,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "run_id": self.run_id,
+            "feature_names": list(self.feature_names),
+            "features": self.features.tolist(),
+            "predictions": [_plain(p) for p in self.predictions.tolist()],
+            "labels": [str(label) for label in self.labels],
+            "class_labels": None if self.class_labels is None else list(self.class_labels),
+            "probabilities": None if self.probabilities is None else self.probabilities.tolist(),
+            "latency_ms": float(self.latency_ms),
+            "recheck": self.recheck,
+            "numbered": None if self.numbered is None else list(self.numbered),
+        }
+        # NaN and infinities (missing features) become null, read back as NaN.
+        return orjson.dumps({CHUNK_KEY: chunk}, default=_plain) + b"\n"
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> PredictionColumns:
+        """A spool line's batch (`to_json_line`); KeyError, TypeError or ValueError when the
+        line is not one."""
+        c = row[CHUNK_KEY]
+        features = np.array(c["features"], dtype=float) if c["features"] else np.empty((0, 0))
+        probabilities = c["probabilities"]
+        numbered = c["numbered"]
+        return cls(
+            request_ids=list(c["request_ids"]),
+            created_at=as_utc(datetime.fromisoformat(c["created_at"])),
+            source=c["source"],
+            model_name=c["model_name"],
+            model_version=c["model_version"],
+            run_id=c["run_id"],
+            feature_names=tuple(c["feature_names"]),
+            features=features.reshape(len(c["request_ids"]), len(c["feature_names"])),
+            predictions=_array(c["predictions"]),
+            labels=list(c["labels"]),
+            class_labels=None if c["class_labels"] is None else tuple(c["class_labels"]),
+            probabilities=None if probabilities is None else np.array(probabilities, dtype=float),
+            latency_ms=float(c["latency_ms"]),
+            recheck=bool(c["recheck"]),
+            numbered=None if numbered is None else (str(numbered[0]), int(numbered[1])),
+        )
+
     def records(self) -> list[PredictionRecord]:
         """The same predictions as the records `serving.inference.infer` builds row by row."""
         created = as_utc(self.created_at)
@@ -98,3 +147,26 @@ class PredictionColumns:
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _array(values: list[Any]) -> np.ndarray:
+    """Model outputs read back: one array of their own type, or of objects when mixed."""
+    kinds = set(map(type, values))
+    if len(kinds) == 1 and kinds <= {int, float, str, bool}:
+        return np.array(values)
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+# The key of a spool line holding a batch (PredictionColumns), not a record.
+CHUNK_KEY = "chunk"
+
+
+# What the writer's queue and the spool carry: one record, or one request's rows as a batch.
+Logged = PredictionRecord | PredictionColumns
+
+
+def rows_in(items: Sequence[Logged]) -> int:
+    """How many predictions `items` hold."""
+    return sum(len(item) if isinstance(item, PredictionColumns) else 1 for item in items)

@@ -18,9 +18,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from lifecycle.core.errors import LifecycleError
 from lifecycle.core.store import migrate
-from lifecycle.core.store.chunks import insert_chunk
+from lifecycle.core.store.chunks import as_record, insert_chunk
 from lifecycle.core.store.chunks import lookup as chunk_lookup
-from lifecycle.core.store.columns import PredictionColumns
+from lifecycle.core.store.columns import Logged, PredictionColumns
 from lifecycle.core.store.copy import copy_columns, copy_insert, copy_supported
 from lifecycle.core.store.copy_text import NotColumnar
 from lifecycle.core.store.partitions import PARENTS, days_ahead, ensure_day_partitions
@@ -37,7 +37,7 @@ from lifecycle.core.store.tables import (
     insert_predictions,
     make_engine,
     max_rows_per_insert,
-    prediction_rows,
+    prediction_values,
     predictions,
     upsert_feedback,
 )
@@ -88,6 +88,7 @@ class PredictionDatabase:
         on_rejected: Callable[[int], None],
         *,
         retention: timedelta | None = None,
+        chunks: bool = True,
     ) -> None:
         self.engine: Engine = make_engine(database_url)
         self.retention = retention
@@ -101,6 +102,9 @@ class PredictionDatabase:
         # keep the INSERT.
         self._copy = copy_supported(self.engine)
         self._postgresql = self.engine.dialect.name == "postgresql"
+        # Numbered columnar batches as one row per chunk (chunks.py): the prediction_chunks
+        # setting. Reads and lookups cover chunk rows whatever it says.
+        self._chunks = chunks and self._postgresql
         self._on_rejected = on_rejected
         self._schema_lock = threading.Lock()
         self._schema_ready = False
@@ -238,12 +242,12 @@ class PredictionDatabase:
             raise
 
     def insert_columns(self, batch: PredictionColumns) -> int:
-        """`insert` for a columnar batch, in one transaction: on PostgreSQL a batch of
-        numbered request ids is one row of `prediction_chunks` (chunks.py), another one's
-        COPY text is built from the columns (copy.py `copy_columns`). SQLite, a batch the
+        """`insert` for a columnar batch, in one transaction: on PostgreSQL, with `chunks`, a
+        batch of numbered request ids is one row of `prediction_chunks` (chunks.py); another
+        batch's COPY text is built from the columns (copy.py `copy_columns`). SQLite, a batch the
         columnar text does not cover, and a batch the database rejects as data take `insert`
         with its records (which drops a bad row alone); an outage raises StoreUnavailable."""
-        if self._postgresql and batch.numbered is not None:
+        if self._chunks and batch.numbered is not None:
             try:
                 with self._connect() as conn, conn.begin():
                     return insert_chunk(conn, batch)
@@ -265,6 +269,35 @@ class PredictionDatabase:
         step = self.max_rows_per_insert
         return sum(self.insert(records[i : i + step]) for i in range(0, len(records), step))
 
+    def insert_logged(self, items: Sequence[Logged]) -> int:
+        """What the writer's queue and the spool carry: the records in one `insert`, the
+        batches (a request's rows) with `insert_chunks`, each stored once however often it
+        is written (chunks.py, "Exactly once")."""
+        records = [item for item in items if isinstance(item, PredictionRecord)]
+        batches = [item for item in items if isinstance(item, PredictionColumns)]
+        return (self.insert(records) if records else 0) + (
+            self.insert_chunks(batches) if batches else 0
+        )
+
+    def insert_chunks(self, batches: Sequence[PredictionColumns]) -> int:
+        """Several columnar batches (REST requests of many rows, queued): on PostgreSQL with
+        `chunks`, the numbered ones as chunk rows in one transaction; the others, and every
+        batch when that transaction is rejected as data, one by one (`insert_columns`)."""
+        rest = list(batches)
+        inserted = 0
+        numbered = [b for b in rest if b.numbered is not None]
+        if self._chunks and numbered:
+            try:
+                with self._connect() as conn, conn.begin():
+                    inserted = sum(insert_chunk(conn, batch) for batch in numbered)
+                rest = [b for b in rest if b.numbered is None]
+            except NotColumnar as exc:
+                log.info("numbered batches stored one by one: %s", exc)
+            except sa.exc.SQLAlchemyError as exc:
+                raise_unavailable(exc)
+                log.error("prediction chunks rejected (%s); storing them one by one", _short(exc))
+        return inserted + sum(self.insert_columns(batch) for batch in rest)
+
     def _read(self, stmt: sa.Executable) -> list[Any]:
         try:
             with self._connect() as conn:
@@ -284,16 +317,16 @@ class PredictionDatabase:
         return self.get(request_id) is not None
 
     def recent(self, limit: int, source: str | None) -> list[PredictionRecord]:
-        p = prediction_rows
+        p = prediction_values
         stmt = sa.select(p).order_by(p.c.created_at.desc()).limit(limit)
         if source is not None:
             stmt = stmt.where(p.c.source == source)
-        return [PredictionRecord.from_row(row._mapping) for row in self._read(stmt)]
+        return [PredictionRecord.from_row(as_record(row._mapping)) for row in self._read(stmt)]
 
     def count(self, source: str | None) -> int:
-        stmt = sa.select(sa.func.count()).select_from(prediction_rows)
+        stmt = sa.select(sa.func.count()).select_from(prediction_values)
         if source is not None:
-            stmt = stmt.where(prediction_rows.c.source == source)
+            stmt = stmt.where(prediction_values.c.source == source)
         return int(self._read(stmt)[0][0])
 
     def set_feedback(self, request_id: str, label: str) -> None:

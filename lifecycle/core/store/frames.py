@@ -51,21 +51,22 @@ def predictions_frame(
     reverse: bool = False,
     json_text: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Rows holding the fixed columns in order, then the features JSON text, into a frame of
+    """Rows holding the fixed columns in order, then the features JSON text and the feature
+    names (a chunk row's, whose features are an array; None for an object), into a frame of
     the fixed columns followed by the features (in reverse row order if asked). Strings in the
     `json_text` columns are JSON still to decode."""
     if not rows:
         return empty_frame(columns)
     if reverse:
         rows = rows[::-1]
-    frame = pd.DataFrame.from_records(rows, columns=[*columns, "__features"])
-    texts = frame.pop("__features")
+    frame = pd.DataFrame.from_records(rows, columns=[*columns, "__features", "__names"])
+    texts, names = frame.pop("__features"), frame.pop("__names")
     for name in json_text:
         frame[name] = pd.Series(decode_json(frame[name].tolist()))
     # Datetimes (PostgreSQL) or SQLite's stored UTC text, whose fractional part may vary.
     frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")
     frame = frame.astype({name: dtype for name, dtype in columns.items() if dtype is not None})
-    features = expand_features(texts.tolist())
+    features = expand_features(texts.tolist(), names.tolist())
     features.columns = [
         f"{FEATURE_PREFIX}{name}" if name in columns else name for name in features.columns
     ]
@@ -81,13 +82,30 @@ def decode_json(values: Sequence[Any]) -> list[Any]:
     return [next(decoded) if isinstance(value, str) else value for value in values]
 
 
-def expand_features(texts: Sequence[str | None]) -> pd.DataFrame:
-    """JSON objects (name -> value) into one column per name, in name order (PostgreSQL's
+def expand_features(
+    texts: Sequence[str | None], names: Sequence[str | None] | None = None
+) -> pd.DataFrame:
+    """JSON objects (name -> value), or JSON arrays in the order of the row's `names` (JSON
+    text of a list: a chunk row's), into one column per name, in name order (PostgreSQL's
     JSONB does not keep the key order); numbers become float64, a name missing from a row is
     NaN there, nested values stay Python objects."""
     parsed = json.loads("[" + ",".join(text or "{}" for text in texts) + "]")
-    records = [item if isinstance(item, dict) else {} for item in parsed]
-    features = pd.DataFrame(records, index=pd.RangeIndex(len(records)))
+    index = pd.RangeIndex(len(parsed))
+    keyed: dict[str, list[int]] = {}
+    for i, key in enumerate(names if names is not None else ()):
+        if key is not None and isinstance(parsed[i], list):
+            keyed.setdefault(key, []).append(i)
+    if not keyed:
+        features = pd.DataFrame([_object(item) for item in parsed], index=index)
+    else:
+        # Arrays of one set of names become a matrix at once, not a dict per row.
+        in_arrays = {i for rows in keyed.values() for i in rows}
+        rest = [i for i in range(len(parsed)) if i not in in_arrays]
+        parts = [pd.DataFrame([_object(parsed[i]) for i in rest], index=pd.Index(rest))]
+        for key, rows in keyed.items():
+            columns = json.loads(key)
+            parts.append(pd.DataFrame([parsed[i] for i in rows], index=rows, columns=columns))
+        features = pd.concat(parts).reindex(index)
     features = features[sorted(features.columns)]
     numeric = [
         name
@@ -96,6 +114,10 @@ def expand_features(texts: Sequence[str | None]) -> pd.DataFrame:
         and not pd.api.types.is_bool_dtype(features[name])
     ]
     return features.astype(dict.fromkeys(numeric, "float64"))
+
+
+def _object(item: Any) -> dict[str, Any]:
+    return item if isinstance(item, dict) else {}
 
 
 def to_arrow(frame: pd.DataFrame) -> pa.Table:

@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from lifecycle.core.store.tables import PredictionRecord
+from lifecycle.core.store.columns import Logged
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +21,9 @@ _SPILL_BATCH = 2000
 
 
 class Overflow:
-    def __init__(self, spill: Callable[[Sequence[PredictionRecord]], None]) -> None:
+    def __init__(self, spill: Callable[[Sequence[Logged]], None]) -> None:
         self._spill = spill
-        self._rows: deque[PredictionRecord] = deque()
+        self._rows: deque[Logged] = deque()
         self._cond = threading.Condition()
         # Rows taken off the buffer whose spool append has not returned yet: flush() must
         # not call the store drained while they are in flight.
@@ -47,7 +47,7 @@ class Overflow:
             )
             self._thread.start()
 
-    def put(self, records: Sequence[PredictionRecord]) -> None:
+    def put(self, records: Sequence[Logged]) -> None:
         """Never blocks on the disk: only appends to memory and wakes the spiller."""
         with self._cond:
             self._rows.extend(records)
@@ -64,7 +64,7 @@ class Overflow:
         while batch := self._take():
             self._spill_batch(batch)
 
-    def _take(self) -> list[PredictionRecord]:
+    def _take(self) -> list[Logged]:
         with self._cond:
             n = min(len(self._rows), _SPILL_BATCH)
             batch = [self._rows.popleft() for _ in range(n)]
@@ -80,7 +80,7 @@ class Overflow:
                     return
             self._spill_batch(self._take())
 
-    def _spill_batch(self, batch: list[PredictionRecord]) -> None:
+    def _spill_batch(self, batch: list[Logged]) -> None:
         try:
             self._spill(batch)
         except Exception:

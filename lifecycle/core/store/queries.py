@@ -10,13 +10,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql import visitors
 
 from lifecycle.core.store.histogram import HIGHEST_MS, LN_GAMMA, LOWEST_MS
-from lifecycle.core.store.tables import as_utc, feedback, prediction_rows
+from lifecycle.core.store.tables import (
+    as_utc,
+    feedback,
+    prediction_chunk_values,
+    prediction_values,
+    predictions,
+)
 
-_p, _f = prediction_rows.c, feedback.c
-_with_feedback = prediction_rows.outerjoin(feedback, _p.request_id == _f.request_id)
-_only_feedback = prediction_rows.join(feedback, _p.request_id == _f.request_id)
+_p, _f = prediction_values.c, feedback.c
+_with_feedback = prediction_values.outerjoin(feedback, _p.request_id == _f.request_id)
+_only_feedback = prediction_values.join(feedback, _p.request_id == _f.request_id)
 
 
 def filters(
@@ -44,11 +51,14 @@ def filters(
     return where
 
 
+_NEWEST = (_p.created_at.desc(), _p.request_id.desc())
+
+
 def _newest_first(stmt: sa.Select[Any], last: int | None) -> sa.Select[Any]:
     """All rows oldest first, or the `last` newest ones newest first (the caller reverses)."""
     if last is None:
         return stmt.order_by(_p.created_at, _p.request_id)
-    return stmt.order_by(_p.created_at.desc(), _p.request_id.desc()).limit(last)
+    return stmt.order_by(*_NEWEST).limit(last)
 
 
 # Values the driver or SQLAlchemy would decode row by row (about half the time of a large
@@ -72,8 +82,17 @@ def _prediction(dialect: str) -> sa.ColumnElement[Any]:
 _features = sa.cast(_p.features, sa.Text).label("features")
 
 
+def _names(dialect: str) -> sa.ColumnElement[Any]:
+    """A chunk row's feature names, whose features are a JSON array in their order (null for
+    other rows), as JSON text: one string per row that frames.py decodes once per distinct
+    value, where the driver would build a list of strings per row."""
+    if dialect == "postgresql":
+        return sa.cast(sa.func.array_to_json(_p.feature_names), sa.Text).label("feature_names")
+    return _p.feature_names.label("feature_names")
+
+
 def window(dialect: str, where: list[sa.ColumnElement[bool]], last: int | None) -> sa.Select[Any]:
-    """frames.WINDOW_COLUMNS, then the features JSON text."""
+    """frames.WINDOW_COLUMNS, then the features JSON text and the feature names."""
     stmt = sa.select(
         _p.request_id,
         _created_at(dialect),
@@ -85,12 +104,14 @@ def window(dialect: str, where: list[sa.ColumnElement[bool]], last: int | None) 
         _p.latency_ms,
         _f.label.label("feedback"),
         _features,
+        _names(dialect),
     ).select_from(_with_feedback)
-    return _newest_first(stmt.where(*where), last)
+    stmt = _newest_first(stmt.where(*where), last)
+    return _each_table(dialect, stmt, where, list(_NEWEST), last)
 
 
 def count(where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
-    return sa.select(sa.func.count()).select_from(prediction_rows).where(*where)
+    return sa.select(sa.func.count()).select_from(prediction_values).where(*where)
 
 
 def nth_newest(where: list[sa.ColumnElement[bool]], n: int) -> sa.Select[Any]:
@@ -114,7 +135,8 @@ def sampled(dialect: str, fraction: float) -> sa.ColumnElement[bool]:
 
 
 def labelled(dialect: str, where: list[sa.ColumnElement[bool]], last: int | None) -> sa.Select[Any]:
-    """frames.LABELLED_COLUMNS, then the features JSON text; only rows with feedback."""
+    """frames.LABELLED_COLUMNS, then the features JSON text and the feature names; only rows
+    with feedback."""
     stmt = sa.select(
         _p.request_id,
         _created_at(dialect),
@@ -122,6 +144,7 @@ def labelled(dialect: str, where: list[sa.ColumnElement[bool]], last: int | None
         _p.label,
         _f.label.label("actual"),
         _features,
+        _names(dialect),
     ).select_from(_only_feedback)
     return _newest_first(stmt.where(*where), last)
 
@@ -131,6 +154,7 @@ def page(
     limit: int,
     before: tuple[datetime, str] | None,
     version: str | None = None,
+    dialect: str = "sqlite",
 ) -> sa.Select[Any]:
     """Every column and the feedback label, newest first, below the keyset cursor; `version`
     is a filter like those in `where`, kept apart for the index it needs."""
@@ -152,13 +176,73 @@ def page(
             _p.created_at <= at,
             sa.or_(_p.created_at < at, sa.and_(_p.created_at == at, _p.request_id < request_id)),
         ]
-    return (
-        sa.select(prediction_rows, _f.label.label("feedback"))
+    stmt = (
+        sa.select(prediction_values, _f.label.label("feedback"))
         .select_from(_with_feedback)
         .where(*where)
         .order_by(*order)
         .limit(limit)
     )
+    return _each_table(dialect, stmt, where, order, limit)
+
+
+# PostgreSQL's two kinds of row, each read with its own indexes.
+_TABLES = (predictions, prediction_chunk_values)
+
+
+def _each_table(
+    dialect: str,
+    stmt: sa.Select[Any],
+    where: list[sa.ColumnElement[bool]],
+    order: list[Any],
+    limit: int | None,
+) -> sa.Select[Any]:
+    """`stmt`, which reads the first `limit` rows of `prediction_values` in `order` (outer
+    joins aside), reading them from the first `limit` of each table on PostgreSQL. Over the
+    view as a whole the planner takes a chunk to expand into 100 rows (a function's default
+    estimate) rather than thousands, and sorts every row of the range instead of walking the
+    time index: 1.4 s against 20 ms for a page at 1M chunk rows."""
+    if dialect != "postgresql" or limit is None:
+        return stmt
+    newest = sa.union_all(
+        *(sa.select(*_newest(table, where, order, limit).subquery().c) for table in _TABLES)
+    ).subquery("newest")
+
+    def swap(element: Any) -> Any:
+        if element is prediction_values:
+            return newest
+        if isinstance(element, sa.Column) and element.table is prediction_values:
+            return newest.c[element.name]
+        return None
+
+    return visitors.replacement_traverse(stmt, {}, swap)  # type: ignore[call-overload]
+
+
+def _on(table: Any, clauses: Sequence[Any]) -> list[Any]:
+    """`clauses` over `prediction_values` rewritten over `table`, column by column name."""
+
+    def swap(element: Any) -> Any:
+        if isinstance(element, sa.Column) and element.table is prediction_values:
+            return table.c[element.name]
+        return None
+
+    return [visitors.replacement_traverse(clause, {}, swap) for clause in clauses]  # type: ignore[call-overload]
+
+
+def _newest(
+    table: sa.Table, where: list[sa.ColumnElement[bool]], order: list[Any], limit: int
+) -> sa.Select[Any]:
+    """The columns of `prediction_values` from one table, ordered and limited."""
+    # jsonb (`predictions`) as json, the view's type; names null for plain rows.
+    columns = [
+        (
+            (sa.cast(table.c[c.name], c.type) if isinstance(c.type, sa.JSON) else table.c[c.name])
+            if c.name in table.c
+            else sa.cast(sa.null(), c.type)
+        ).label(c.name)
+        for c in prediction_values.columns
+    ]
+    return sa.select(*columns).where(*_on(table, where)).order_by(*_on(table, order)).limit(limit)
 
 
 def volume(

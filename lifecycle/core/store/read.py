@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from lifecycle.core.store import histogram, queries
+from lifecycle.core.store.chunks import as_record
 from lifecycle.core.store.database import raise_unavailable
 from lifecycle.core.store.frames import (
     LABELLED_COLUMNS,
@@ -30,7 +31,7 @@ from lifecycle.core.store.frames import (
     to_arrow,
 )
 from lifecycle.core.store.queries import filters
-from lifecycle.core.store.tables import as_utc, feedback, make_engine, prediction_rows
+from lifecycle.core.store.tables import as_utc, feedback, make_engine, prediction_values
 
 if TYPE_CHECKING:
     from lifecycle.core.settings import Settings
@@ -84,7 +85,7 @@ class PredictionReader:
             with self.engine.connect() as conn:
                 if not self._tables_seen:
                     inspector = sa.inspect(conn)
-                    if not all(inspector.has_table(t.name) for t in (prediction_rows, feedback)):
+                    if not all(inspector.has_table(t.name) for t in (prediction_values, feedback)):
                         return []
                     self._tables_seen = True
                 return conn.execute(stmt).all()
@@ -156,7 +157,7 @@ class PredictionReader:
         if last is not None:
             # The last N rows are those since the N-th newest: a time bound the sample can use.
             start = self._rows(queries.nth_newest(where, last))[0][0]
-            where = [*where, prediction_rows.c.created_at >= start]
+            where = [*where, prediction_values.c.created_at >= start]
         return [*where, queries.sampled(self._dialect, sample / total)], None
 
     def window_arrow(self, model_name: str, **window: Unpack[WindowFilter]) -> pa.Table:
@@ -180,7 +181,7 @@ class PredictionReader:
 
     def first(self, model_name: str, version: str) -> tuple[str, datetime] | None:
         """(request id, time) of the oldest stored prediction by that version, or None."""
-        p = prediction_rows.c
+        p = prediction_values.c
         stmt = (
             sa.select(p.request_id, p.created_at)
             .where(p.model_name == model_name, p.model_version == version)
@@ -209,8 +210,8 @@ class PredictionReader:
             raise ValueError(f"limit must be >= 1, not {limit}")
         where = filters(model_name, source=source, label=label, since=since, until=until)
         records = []
-        for row in self._rows(queries.page(where, limit, before, version)):
-            record = dict(row._mapping)
+        for row in self._rows(queries.page(where, limit, before, version, self._dialect)):
+            record = as_record(row._mapping)
             record["created_at"] = as_utc(record["created_at"])
             records.append(record)
         return records

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from lifecycle.core.store.columns import CHUNK_KEY, Logged, PredictionColumns, rows_in
 from lifecycle.core.store.database import PredictionDatabase, StoreUnavailable
 from lifecycle.core.store.health import DatabaseHealth
 from lifecycle.core.store.observer import StoreObserver
@@ -38,10 +39,14 @@ class Replayer:
     def replay(self) -> None:
         for segment in self._spool.take_segments():
             rows, bad = read_segment(segment)
-            records = []
+            records: list[Logged] = []
             for row in rows:
                 try:
-                    records.append(PredictionRecord.from_row(row))
+                    records.append(
+                        PredictionColumns.from_row(row)
+                        if CHUNK_KEY in row
+                        else PredictionRecord.from_row(row)
+                    )
                 except (KeyError, TypeError, ValueError):
                     bad += 1
             if bad and segment not in self._positions:
@@ -52,13 +57,13 @@ class Replayer:
             for i in range(start, len(records), self._rows_per_insert):
                 chunk = records[i : i + self._rows_per_insert]
                 try:
-                    self._db.insert(chunk)
+                    self._db.insert_logged(chunk)
                 except StoreUnavailable as exc:
                     self._positions[segment] = i
                     self._health.mark_down(exc)
                     return
                 self._positions[segment] = i + len(chunk)
-                self._observer.replayed(len(chunk))
+                self._observer.replayed(rows_in(chunk))
             self._spool.remove(segment)
             self._positions.pop(segment, None)
         self._health.mark_up()

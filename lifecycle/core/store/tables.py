@@ -128,12 +128,38 @@ predictions = sa.Table(
     sa.Index("ix_predictions_model_version_time", "model_name", "model_version", "created_at"),
 )
 
-# What the read side reads (queries.py, read.py): a view with the columns of `predictions`.
-# On PostgreSQL it adds the rows of `prediction_chunks` (chunks.py), where columnar batches
-# are stored one row per chunk; on SQLite it is `predictions`. Not in `metadata`: a view has
-# no indexes of its own to ensure.
+# Views (migration 0003), not in `metadata`: a view has no indexes of its own to ensure.
+# `prediction_rows`: the columns of `predictions`, with the rows of `prediction_chunks` on
+# PostgreSQL (chunks.py); on SQLite, `predictions`. For lookups and SQL users.
+_views = sa.MetaData()
 prediction_rows = sa.Table(
-    "prediction_rows", sa.MetaData(), *(column._copy() for column in predictions.columns)
+    "prediction_rows", _views, *(column._copy() for column in predictions.columns)
+)
+# `prediction_values`, what the read side reads (queries.py, read.py): the same rows, but a
+# chunk row's features and probabilities are JSON arrays with their names beside them
+# (`feature_names`, `class_labels`; null for a plain row, whose values are objects), which
+# `chunks.as_objects` turns into objects.
+_NAMES = sa.ARRAY(sa.Text).with_variant(sa.JSON(), "sqlite")
+prediction_values = sa.Table(
+    "prediction_values",
+    _views,
+    *(
+        sa.Column(column.name, sa.JSON()) if isinstance(column.type, sa.JSON) else column._copy()
+        for column in predictions.columns
+        if column.name != "latency_ms"
+    ),
+    sa.Column("feature_names", _NAMES),
+    sa.Column("class_labels", _NAMES),
+    predictions.c.latency_ms._copy(),
+)
+# PostgreSQL: the chunk rows of `prediction_values`, with their chunk's key.
+prediction_chunk_values = sa.Table(
+    "prediction_chunk_values",
+    _views,
+    *(column._copy() for column in prediction_values.columns),
+    sa.Column("id_prefix", sa.String(255)),
+    sa.Column("first_row", sa.BigInteger),
+    sa.Column("n", sa.Integer),
 )
 
 feedback = sa.Table(
@@ -291,10 +317,10 @@ def upsert_feedback(engine: Engine, request_id: str, label: str) -> sa.Executabl
 
 def feedback_counts(model_name: str) -> sa.Select[Any]:
     """(version, predicted label, true label, count) over predictions that got feedback."""
-    p, f = prediction_rows.c, feedback.c
+    p, f = prediction_values.c, feedback.c
     return (
         sa.select(p.model_version, p.label, f.label, sa.func.count())
-        .select_from(prediction_rows.join(feedback, p.request_id == f.request_id))
+        .select_from(prediction_values.join(feedback, p.request_id == f.request_id))
         .where(p.model_name == model_name, p.label.is_not(None))
         .group_by(p.model_version, p.label, f.label)
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lifecycle.core.errors import LifecycleError
-from lifecycle.core.store.columns import PredictionColumns
+from lifecycle.core.store.columns import Logged, PredictionColumns, rows_in
 from lifecycle.core.store.database import PredictionDatabase, StoreUnavailable
 from lifecycle.core.store.health import (
     DatabaseHealth,
@@ -72,9 +72,12 @@ class PredictionStore(StoreLookups):
         spool_max_bytes: int = 512 * 1024 * 1024,
         observer: StoreObserver | None = None,
         retention: timedelta | None = None,
+        chunks: bool = True,
     ) -> None:
-        self._db = PredictionDatabase(database_url, on_rejected=self._rejected, retention=retention)
-        self._queue: queue.Queue[PredictionRecord] = queue.Queue(maxsize=queue_size)
+        self._db = PredictionDatabase(
+            database_url, on_rejected=self._rejected, retention=retention, chunks=chunks
+        )
+        self._queue: queue.Queue[Logged] = queue.Queue(maxsize=queue_size)
         # At most a queue's worth of rows waits in memory for the spiller; beyond that,
         # requests are refused (submit_many) rather than held up or answered unlogged.
         self._overflow_limit = queue_size
@@ -121,6 +124,7 @@ class PredictionStore(StoreLookups):
             spool_max_bytes=settings.prediction_spool_max_bytes,
             observer=observer,
             retention=settings.resolved_prediction_retention(),
+            chunks=settings.prediction_chunks,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -196,10 +200,25 @@ class PredictionStore(StoreLookups):
             log.exception("%d prediction(s) could not be queued or spooled", len(records))
             self._drop(len(records), "could not be queued or spooled")
 
+    def submit_columns(self, batch: PredictionColumns) -> None:
+        """`submit_many` for one request's rows as a batch (PredictionColumns): one item on
+        the queue, stored as a chunk row where the database keeps them (chunks.py), spooled
+        as one line. Raises PredictionLogSaturated as `submit_many` does."""
+        if self.saturated(1, batch):
+            self._observer.shed(len(batch))
+            raise PredictionLogSaturated(
+                "the prediction log is saturated (its queue and spool are full); retry shortly"
+            )
+        try:
+            self._offer([batch])
+        except Exception:
+            log.exception("%d prediction(s) could not be queued or spooled", len(batch))
+            self._drop(len(batch), "could not be queued or spooled")
+
     def _queue_has_room(self, n: int) -> bool:
         return self._queue.maxsize - self._queue.qsize() >= n
 
-    def saturated(self, n: int = 1, sample: PredictionRecord | None = None) -> bool:
+    def saturated(self, n: int = 1, sample: Logged | None = None) -> bool:
         """Whether `n` more rows (like `sample`) might have nowhere to go: the queue has no
         room for them and the overflow is at its limit or the spool unusable, or the spool
         could not hold every admitted row that is on its way there.
@@ -224,7 +243,7 @@ class PredictionStore(StoreLookups):
         reserved = self._spool.pending_bytes + waiting * self._row_bytes
         return reserved >= self._spool.max_bytes * _SPOOL_ADMIT_SHARE
 
-    def _offer(self, records: Sequence[PredictionRecord]) -> None:
+    def _offer(self, records: Sequence[Logged]) -> None:
         # Before start() or after stop() no spiller runs: rows spool on this thread (the few
         # requests still finishing at shutdown, or a store used without its writer).
         spiller_down = self._closed or not self._overflow.running
@@ -306,7 +325,7 @@ class PredictionStore(StoreLookups):
     def _cycle(self, wait: float) -> None:
         self._process(self._take(wait))
 
-    def _process(self, batch: list[PredictionRecord]) -> None:
+    def _process(self, batch: list[Logged]) -> None:
         try:
             now = time.monotonic()
             if not self._health.down and now >= self._next_adopt:
@@ -335,8 +354,8 @@ class PredictionStore(StoreLookups):
         except Exception:
             log.exception("prediction store maintenance failed")
 
-    def _take(self, wait: float) -> list[PredictionRecord]:
-        batch: list[PredictionRecord] = []
+    def _take(self, wait: float) -> list[Logged]:
+        batch: list[Logged] = []
         deadline = time.monotonic() + wait
         try:
             # Wait in short slices so that stop() is not held up by a long flush interval.
@@ -356,14 +375,14 @@ class PredictionStore(StoreLookups):
             pass
         return batch
 
-    def _handle(self, batch: list[PredictionRecord]) -> None:
+    def _handle(self, batch: list[Logged]) -> None:
         try:
             # Spooled rows are older: new rows queue up behind them to keep the order.
             if not self._spool.empty() or (self._health.down and not self._health.probe_due()):
                 self._to_spool(batch)
                 return
             try:
-                self._db.insert(batch)
+                self._db.insert_logged(batch)
             except StoreUnavailable as exc:
                 self._health.mark_down(exc)
                 self._to_spool(batch)
@@ -373,7 +392,7 @@ class PredictionStore(StoreLookups):
                 self._to_spool(batch)
                 return
             self._health.mark_up()
-            self._observer.written(len(batch))
+            self._observer.written(rows_in(batch))
         finally:
             for _ in batch:
                 self._queue.task_done()
@@ -395,7 +414,7 @@ class PredictionStore(StoreLookups):
         else:
             self._spool_health.usable()
 
-    def _to_spool(self, records: Sequence[PredictionRecord]) -> None:
+    def _to_spool(self, records: Sequence[Logged]) -> None:
         try:
             lines = [r.to_json_line() for r in records]
             if lines:
@@ -406,10 +425,12 @@ class PredictionStore(StoreLookups):
             kept = 0
         else:
             self._spool_health.usable(kept, len(records))
-        if kept:
-            self._observer.spooled(kept)
-        if kept < len(records):
-            self._drop(len(records) - kept, self._spool_health.drop_cause())
+        # `append` keeps the first lines it has room for; a batch is one line of many rows.
+        rows, kept_rows = rows_in(records), rows_in(records[:kept])
+        if kept_rows:
+            self._observer.spooled(kept_rows)
+        if kept_rows < rows:
+            self._drop(rows - kept_rows, self._spool_health.drop_cause())
 
     def _rejected(self, n: int) -> None:
         self._drop(n, "rejected by the database (see the row-by-row errors)")
