@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -184,18 +184,32 @@ BATCH = (
 BATCH_ROWS = 100
 
 
+Run = Callable[[], dict[str, Any]]
+
+
 def alternate(
     plan: tuple[tuple[str, str, str, str, int], ...],
     servers: dict[str, Server],
     files: dict[str, Path],
     rounds: int,
     duration: int,
+    wrap: dict[str, Callable[[Run], dict[str, Any]]] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """`rounds` rounds of every run in `plan`, one after another (A B C A B C ...)."""
+    """`rounds` rounds of every run in `plan`, one after another (A B C A B C ...); a run
+    whose key is in `wrap` is measured through it."""
     out: dict[str, list[dict[str, Any]]] = {key: [] for key, *_ in plan}
     for r in range(rounds):
         for key, server, path, body, connections in plan:
-            result = wrk(servers[server].url, path, files[body], connections, duration)
+
+            def run(
+                url: str = servers[server].url,
+                path: str = path,
+                body: str = body,
+                connections: int = connections,
+            ) -> dict[str, Any]:
+                return wrk(url, path, files[body], connections, duration)
+
+            result = (wrap or {}).get(key, lambda run: run())(run)
             out[key].append(result)
             print(f"round {r + 1}/{rounds} {key}: {result['rps']:,.0f} req/s", flush=True)
     return out
@@ -215,26 +229,45 @@ def summarise(rounds: list[dict[str, Any]], rows: int = 1) -> dict[str, Any]:
 
 
 def stored_rows(database_url: str) -> int:
+    """Rows in the log: plain rows and the predictions chunk rows hold (counted from the
+    chunks' sizes, not by expanding them)."""
     engine = sa.create_engine(database_url)
+    sql = (
+        "SELECT (SELECT count(*) FROM predictions) "
+        "+ (SELECT coalesce(sum(n), 0) FROM prediction_chunks)"
+    )
     try:
         with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM prediction_rows")).scalar_one())
+            return int(conn.execute(sa.text(sql)).scalar_one())
     finally:
         engine.dispose()
 
 
-def wait_stored(database_url: str, expected: int, timeout: float = 120) -> int:
-    """Rows in the store once it holds `expected` or stops growing (then the caller reports
-    the shortfall)."""
+def stored_round(database_url: str, run: Run) -> dict[str, Any]:
+    """A batch round whose rate also counts the time until every row it answered is in the
+    log: stored rows over the round plus the catch-up after it."""
+    stored_before = stored_rows(database_url)
+    started = time.monotonic()
+    result = run()
+    answered = (result["requests"] - result["errors"]) * BATCH_ROWS
+    stored = wait_stored(database_url, stored_before + answered, poll=0.05) - stored_before
+    result["stored_rows"] = stored
+    result["stored_rps"] = stored / (time.monotonic() - started)
+    return result
+
+
+def wait_stored(database_url: str, expected: int, timeout: float = 120, poll: float = 0.5) -> int:
+    """Rows in the store once it holds `expected` or stops growing for 5 s (then the caller
+    reports the shortfall)."""
     deadline = time.monotonic() + timeout
-    last, still = -1, 0
+    last, still_since = -1, time.monotonic()
     while True:
         n = stored_rows(database_url)
-        still = still + 1 if n == last else 0
-        if n >= expected or still >= 10 or time.monotonic() > deadline:
+        if n != last:
+            last, still_since = n, time.monotonic()
+        if n >= expected or time.monotonic() - still_since >= 5 or time.monotonic() > deadline:
             return n
-        last = n
-        time.sleep(0.5)
+        time.sleep(poll)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,13 +372,19 @@ def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
             wrk(servers[server].url, path, files[body], connections, args.warmup)
         single = alternate(SINGLE, servers, files, args.rounds, args.duration)
         before = wait_stored(database_url, 0, timeout=0)
-        batch = alternate(BATCH, servers, files, args.rounds, args.duration)
+        stored = {"lifecycle/batch/8": lambda run: stored_round(database_url, run)}
+        batch = alternate(BATCH, servers, files, args.rounds, args.duration, stored)
         answered = sum(
             (x["requests"] - x["errors"]) * BATCH_ROWS for x in batch["lifecycle/batch/8"]
         )
         after = wait_stored(database_url, before + answered)
         results["stored"] = {"answered": answered, "stored": after - before}
         print(f"store: {after - before:,} rows stored of {answered:,} answered", flush=True)
+        stored_rps = [x["stored_rps"] for x in batch["lifecycle/batch/8"]]
+        results["stored"]["rps"] = {
+            "median": statistics.median(stored_rps),
+            "best": max(stored_rps),
+        }
         results["runs"] = {
             **{k: summarise(v) for k, v in single.items()},
             **{k: summarise(v, BATCH_ROWS) for k, v in batch.items()},
@@ -491,6 +530,15 @@ def render(r: dict[str, Any]) -> str:
             "answered in the batch rounds (wrk does not count requests still in flight when "
             "a round ends, so the store may hold a few more)."
         )
+        rps = stored.get("rps")
+        if rps:
+            mlflow_rows = r["runs"]["mlflow/batch/8"]
+            lines.append(
+                f"- Stored rows/s (each Lifecycle round timed until every row it answered is "
+                f"in the log): median {rps['median']:,.0f} · best {rps['best']:,.0f}; "
+                f"/ mlflow: {rps['median'] / mlflow_rows['median']:.2f}x median, "
+                f"{rps['best'] / mlflow_rows['best']:.2f}x best."
+            )
     h = r.get("hot_swap")
     if h:
         swap = "not observed" if h["swap_seconds"] is None else f"{h['swap_seconds']:.2f} s"

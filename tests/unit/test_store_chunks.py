@@ -225,7 +225,9 @@ def test_ids_that_are_not_numbered_stay_rows() -> None:
     assert numbered([], "job-") is None
     assert chunk_key("6f1c-aa-42") == ("6f1c-aa-", 42)
     assert chunk_key("no-number-x") is None and chunk_key("plain") is None
-    assert chunk_key("job-007") is None
+    assert chunk_key("job-007") is None and chunk_key("job-²") is None
+    assert chunk_key("job-" + "9" * 19) is None and chunk_key("job-0") == ("job-", 0)
+    assert numbered(["job-²", "job-³"], "job-") is None
 
 
 def test_chunk_rows_are_the_default_and_the_setting_turns_them_off(

@@ -160,22 +160,29 @@ def numbered(request_ids: Any, prefix: str) -> tuple[str, int] | None:
     ids = [str(i) for i in request_ids]
     if not ids or not all(i.startswith(prefix) for i in ids):
         return None
-    tails = [i[len(prefix) :] for i in ids]
-    if not all(t.isdigit() and t == str(int(t)) for t in tails):
+    numbers = [row_number(i[len(prefix) :]) for i in ids]
+    if any(n is None for n in numbers):
         return None
-    numbers = np.array([int(t) for t in tails], dtype=np.int64)
-    if (np.diff(numbers) != 1).any():
+    if (np.diff(np.array(numbers, dtype=np.int64)) != 1).any():
         return None
-    return prefix, int(numbers[0])
+    return prefix, int(numbers[0] or 0)
 
 
 def chunk_key(request_id: str) -> tuple[str, int] | None:
     """Where a request id would sit in a chunk: (prefix, row number), split after its last
     '-' (file jobs and Spark jobs number their rows `<job id>-<row>`)."""
     head, dash, tail = request_id.rpartition("-")
-    if not dash or not tail.isdigit() or tail != str(int(tail)):
+    number = row_number(tail)
+    if not dash or number is None:
         return None
-    return head + dash, int(tail)
+    return head + dash, number
+
+
+def row_number(text: str) -> int | None:
+    """A row number as ids spell it: ASCII digits, no leading zero, within a bigint."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        return None
+    return int(text) if text == "0" or text[0] != "0" else None
 
 
 def lookup(request_id: str) -> sa.Select[Any] | None:
