@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import queue
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from fastapi.testclient import TestClient
 from lifecycle.core.settings import Settings
 from lifecycle.core.store import PredictionStore, migrate
 from lifecycle.core.store.chunks import chunk_key, numbered
-from lifecycle.core.store.columns import PredictionColumns
+from lifecycle.core.store.columns import PredictionColumns, RowQueue, rows_in
 from lifecycle.core.store.database import PredictionDatabase
 from lifecycle.core.store.partitions import (
     CHUNKS,
@@ -338,3 +339,18 @@ def test_a_rest_batch_is_logged_as_one_chunk_with_the_values_of_single_rows(
     answered = [p["probabilities"] for p in batch.json()["predictions"]]
     stored = [json.loads(str(row[7])) for row in _stored(url, [f"many-{i}" for i in range(3)])]
     assert stored == answered
+
+
+def test_the_writer_queue_is_bounded_in_predictions_not_items() -> None:
+    batch = _chunk("q-", 0)  # 4 predictions
+    record = batch.records()[0]
+    q = RowQueue(maxsize=6)
+    q.put_nowait(batch)
+    q.put_nowait(record)
+    assert q.qsize() == 5 and not q.full()
+    q.put_nowait(batch)  # the last place: a batch may go past by its size
+    assert q.qsize() == 9 and q.full()
+    with pytest.raises(queue.Full):
+        q.put_nowait(record)
+    assert q.get_nowait() is batch and q.qsize() == 5
+    assert rows_in([batch, record]) == 5

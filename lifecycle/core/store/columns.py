@@ -9,6 +9,7 @@ PredictionRecord rows for the INSERT path (SQLite) and for a batch the database 
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -170,3 +171,24 @@ Logged = PredictionRecord | PredictionColumns
 def rows_in(items: Sequence[Logged]) -> int:
     """How many predictions `items` hold."""
     return sum(len(item) if isinstance(item, PredictionColumns) else 1 for item in items)
+
+
+class RowQueue(queue.Queue[Logged]):
+    """A queue bounded in predictions, not items: a batch counts its rows (`qsize()`, `full()`
+    and `maxsize` are in rows; a batch may take the last places and go past by its size)."""
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self._rows = 0
+
+    def _qsize(self) -> int:
+        return self._rows
+
+    def _put(self, item: Logged) -> None:
+        super()._put(item)
+        self._rows += rows_in([item])
+
+    def _get(self) -> Logged:
+        item: Logged = super()._get()
+        self._rows -= rows_in([item])
+        return item

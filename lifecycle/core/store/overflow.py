@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from lifecycle.core.store.columns import Logged
+from lifecycle.core.store.columns import Logged, rows_in
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,17 @@ class Overflow:
         self._spill = spill
         self._rows: deque[Logged] = deque()
         self._cond = threading.Condition()
-        # Rows taken off the buffer whose spool append has not returned yet: flush() must
-        # not call the store drained while they are in flight.
+        # Predictions in the buffer (a batch holds many), and those taken off it whose spool
+        # append has not returned yet: flush() must not call the store drained while they
+        # are in flight.
+        self._held = 0
         self._in_flight = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
 
     def __len__(self) -> int:
-        return len(self._rows) + self._in_flight
+        """Predictions held or in flight."""
+        return self._held + self._in_flight
 
     @property
     def running(self) -> bool:
@@ -51,6 +54,7 @@ class Overflow:
         """Never blocks on the disk: only appends to memory and wakes the spiller."""
         with self._cond:
             self._rows.extend(records)
+            self._held += rows_in(records)
             self._cond.notify()
 
     def stop(self, timeout: float) -> None:
@@ -68,7 +72,9 @@ class Overflow:
         with self._cond:
             n = min(len(self._rows), _SPILL_BATCH)
             batch = [self._rows.popleft() for _ in range(n)]
-            self._in_flight += n
+            rows = rows_in(batch)
+            self._held -= rows
+            self._in_flight += rows
             return batch
 
     def _run(self) -> None:
@@ -88,4 +94,4 @@ class Overflow:
             log.exception("spilling %d prediction(s) to the spool failed", len(batch))
         finally:
             with self._cond:
-                self._in_flight -= len(batch)
+                self._in_flight -= rows_in(batch)

@@ -1,6 +1,7 @@
-"""Prediction store: one row per prediction and the feedback labels, off the request path.
+"""Prediction store: every prediction and the feedback labels, off the request path.
 
-`submit()` puts a record on a bounded in-memory queue; one writer thread flushes it in
+`submit()` puts a record on a bounded in-memory queue (`submit_columns()`, one request's rows
+as one item: chunks.py stores them as one row on PostgreSQL); one writer thread flushes it in
 batches (database.py: COPY on PostgreSQL, multi-row INSERT on SQLite, skipping stored request
 ids). While the database is down, rows go to an on-disk spool (spool.py) and are replayed in
 order, before newer rows, once the database answers again. Rows the queue has no room for go
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lifecycle.core.errors import LifecycleError
-from lifecycle.core.store.columns import Logged, PredictionColumns, rows_in
+from lifecycle.core.store.columns import Logged, PredictionColumns, RowQueue, rows_in
 from lifecycle.core.store.database import PredictionDatabase, StoreUnavailable
 from lifecycle.core.store.health import (
     DatabaseHealth,
@@ -53,6 +54,11 @@ _MAINTAIN_EVERY = 60.0
 _SPOOL_ADMIT_SHARE = 0.9
 
 
+def _bytes_per_row(items: Sequence[Logged], lines: Sequence[bytes]) -> int:
+    """The largest spool line per prediction it holds (a batch's line holds many)."""
+    return max(len(line) // rows_in([item]) + 1 for item, line in zip(items, lines, strict=True))
+
+
 class PredictionLogSaturated(LifecycleError):
     """Neither the writer's queue nor the spool can keep more rows right now."""
 
@@ -77,7 +83,7 @@ class PredictionStore(StoreLookups):
         self._db = PredictionDatabase(
             database_url, on_rejected=self._rejected, retention=retention, chunks=chunks
         )
-        self._queue: queue.Queue[Logged] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[Logged] = RowQueue(maxsize=queue_size)
         # At most a queue's worth of rows waits in memory for the spiller; beyond that,
         # requests are refused (submit_many) rather than held up or answered unlogged.
         self._overflow_limit = queue_size
@@ -204,7 +210,7 @@ class PredictionStore(StoreLookups):
         """`submit_many` for one request's rows as a batch (PredictionColumns): one item on
         the queue, stored as a chunk row where the database keeps them (chunks.py), spooled
         as one line. Raises PredictionLogSaturated as `submit_many` does."""
-        if self.saturated(1, batch):
+        if self.saturated(len(batch), batch):
             self._observer.shed(len(batch))
             raise PredictionLogSaturated(
                 "the prediction log is saturated (its queue and spool are full); retry shortly"
@@ -238,8 +244,11 @@ class PredictionStore(StoreLookups):
             if self._spool_health.error is not None:
                 return True
         if sample is not None and not self._row_bytes:
-            self._row_bytes = len(sample.to_json_line())
-        waiting = len(self._overflow) + n + (self._queue.unfinished_tasks if down else 0)
+            self._row_bytes = _bytes_per_row([sample], [sample.to_json_line()])
+        # Rows: the queue's count is in rows (RowQueue), the writer's unfinished items are a
+        # floor for those it holds.
+        queued = max(self._queue.qsize(), self._queue.unfinished_tasks)
+        waiting = len(self._overflow) + n + (queued if down else 0)
         reserved = self._spool.pending_bytes + waiting * self._row_bytes
         return reserved >= self._spool.max_bytes * _SPOOL_ADMIT_SHARE
 
@@ -256,9 +265,9 @@ class PredictionStore(StoreLookups):
                 self._queue.put_nowait(record)
             except queue.Full:
                 rest = records[i:]
-                if len(self._overflow) + len(rest) > 2 * self._overflow_limit:
+                if len(self._overflow) + rows_in(rest) > 2 * self._overflow_limit:
                     # Only `submit`, which cannot refuse, gets here: bounded memory wins.
-                    self._drop(len(rest), "the queue and the overflow were full")
+                    self._drop(rows_in(rest), "the queue and the overflow were full")
                 else:
                     self._overflow.put(rest)
                 self._observer.queue_depth(self._queue.qsize() + len(self._overflow))
@@ -418,7 +427,7 @@ class PredictionStore(StoreLookups):
         try:
             lines = [r.to_json_line() for r in records]
             if lines:
-                self._row_bytes = max(self._row_bytes, max(map(len, lines)))
+                self._row_bytes = max(self._row_bytes, _bytes_per_row(records, lines))
             kept = self._spool.append(lines)
         except (OSError, TypeError, ValueError) as exc:
             self._spool_health.failed(exc)
