@@ -14,11 +14,13 @@ import sqlalchemy as sa
 
 from lifecycle.core.store import PredictionStore, StoreUnavailable
 from tests.support.pgcluster import PgCluster, pg_cluster
-from tests.support.store_records import CountingObserver, make_record
+from tests.support.store_records import CountingObserver, make_batch, make_record
 
 pytestmark = pytest.mark.postgres
 
 N = 2000
+# Every tenth submission is a batch of 5 rows (make_batch).
+ROWS = N + 4 * (N // 10)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,11 @@ def test_database_outage_under_load_stores_every_prediction_exactly_once(
 
     def load() -> None:
         for i in range(N):
+            if i % 10 == 0:  # a REST request of many rows: one batch, one chunk row
+                batch = make_batch(i)
+                store.submit_columns(batch)
+                submitted.extend(batch.request_ids)
+                continue
             record = make_record(i)
             store.submit(record)
             submitted.append(record.request_id)
@@ -64,7 +71,7 @@ def test_database_outage_under_load_stores_every_prediction_exactly_once(
         wait_for(lambda: observer["spooled"] >= 200, 20, "rows spooled during the outage")
         with pytest.raises(StoreUnavailable):
             store.write([make_record(N + 1)])  # what a Celery task sees, and retries on
-        assert len(submitted) < N, "the outage must happen mid-load"
+        assert len(submitted) < ROWS, "the outage must happen mid-load"
         cluster.start()
     finally:
         producer.join(60)
@@ -83,12 +90,14 @@ def test_database_outage_under_load_stores_every_prediction_exactly_once(
             stored = {
                 row[0] for row in conn.execute(sa.text("SELECT request_id FROM prediction_rows"))
             }
+            chunks = conn.execute(sa.text("SELECT count(*) FROM prediction_chunks")).scalar()
     finally:
         engine.dispose()
-    assert len(submitted) == N
-    assert (total, distinct) == (N, N)
+    assert len(submitted) == ROWS
+    assert (total, distinct) == (ROWS, ROWS)
     assert stored == set(submitted)
-    assert written_at_stop < N
+    assert chunks == N // 10  # every batch stored once, as one chunk row
+    assert written_at_stop < ROWS
     assert observer["spooled"] > 0 and observer["replayed"] > 0
     assert observer["dropped"] == 0
     assert list((tmp_path / "spool").glob("*/*.jsonl")) == []

@@ -8,7 +8,10 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from lifecycle.core.store import PredictionRecord
+from lifecycle.core.store.columns import PredictionColumns
 
 LABELS = ("setosa", "versicolor", "virginica")
 
@@ -79,3 +82,30 @@ class CountingObserver:
     def __getitem__(self, name: str) -> Any:
         with self._lock:
             return self.totals[name]
+
+
+def make_batch(i: int, n: int = 5) -> PredictionColumns:
+    """One REST request's `n` rows as the API logs them: one batch with numbered ids
+    (`<request id>-<k>`), stored as a chunk row on PostgreSQL."""
+    rows = [make_record(i * n + k) for k in range(n)]
+    names = tuple(rows[0].features)
+    prefix = f"batch-{i:06d}-{uuid.uuid4().hex[:8]}-"
+    return PredictionColumns(
+        request_ids=[f"{prefix}{k}" for k in range(n)],
+        created_at=datetime.now(UTC),
+        source="rest",
+        model_name="iris-classifier",
+        model_version="1",
+        run_id="0123456789abcdef",
+        feature_names=names,
+        features=np.array([[r.features[name] for name in names] for r in rows]),
+        predictions=np.array([r.prediction for r in rows]),
+        labels=[str(r.label) for r in rows],
+        class_labels=LABELS,
+        probabilities=np.array(
+            [[(r.probabilities or {})[label] for label in LABELS] for r in rows]
+        ),
+        latency_ms=0.5,
+        recheck=False,
+        numbered=(prefix, 0),
+    )

@@ -37,22 +37,10 @@ from tests.support.fixed_model import FixedVersion, load_iris
 from tests.support.services import temp_database
 from tests.support.store_records import CountingObserver
 from tests.unit.test_store_columns import FEATURES, _columns
+from tests.unit.test_store_columns import _stored as stored_values
+from tests.unit.test_store_layout import _scalar
 
 pytestmark = pytest.mark.postgres
-
-_JSON = ("features", "prediction", "probabilities")
-_COMPARED = (
-    "source",
-    "model_name",
-    "model_version",
-    "run_id",
-    "features",
-    "prediction",
-    "label",
-    "probabilities",
-    "latency_ms",
-    "created_at",
-)
 
 
 def _chunk(
@@ -82,24 +70,8 @@ def store(url: str, tmp_path: Path) -> Iterator[PredictionStore]:
     store.stop(timeout=2)
 
 
-def _scalar(url: str, sql: str, **params: object) -> object:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text(sql), params).scalar()
-    finally:
-        engine.dispose()
-
-
 def _stored(url: str, ids: list[str], table: str = "prediction_rows") -> list[tuple[object, ...]]:
-    columns = ", ".join(f"{c}::text" if c in _JSON else c for c in _COMPARED)
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            sql = sa.text(f"SELECT {columns} FROM {table} WHERE request_id = :id")
-            return [tuple(conn.execute(sql, {"id": i}).one()) for i in ids]
-    finally:
-        engine.dispose()
+    return stored_values(url, ids, table)
 
 
 @pytest.mark.parametrize("probabilities", [True, False])

@@ -63,7 +63,7 @@ def _with_ids(batch: PredictionColumns, prefix: str) -> PredictionColumns:
     return dataclasses.replace(batch, request_ids=[f"{prefix}-{i}" for i in range(len(batch))])
 
 
-def _stored(url: str, ids: list[str]) -> list[tuple]:
+def _stored(url: str, ids: list[str], table: str = "predictions") -> list[tuple]:
     engine = sa.create_engine(url)
     json_text = "{}::text" if engine.dialect.name == "postgresql" else "{}"
     columns = ", ".join(
@@ -83,7 +83,7 @@ def _stored(url: str, ids: list[str]) -> list[tuple]:
     )
     try:
         with engine.connect() as conn:
-            sql = sa.text(f"SELECT {columns} FROM predictions WHERE request_id = :id")
+            sql = sa.text(f"SELECT {columns} FROM {table} WHERE request_id = :id")
             return [tuple(conn.execute(sql, {"id": i}).one()) for i in ids]
     finally:
         engine.dispose()

@@ -19,8 +19,8 @@ from sqlalchemy.engine import Connection
 
 from lifecycle.core.store.partitions import (
     CHUNKS,
-    DEFAULT,
     LOCK_TIMEOUT,
+    PARENT,
     day_partitions,
     default_partition,
 )
@@ -79,67 +79,59 @@ def _prune_postgresql(conn: Connection, cutoff: datetime) -> Pruned:
     # Dropping a partition locks `predictions` exclusively: give up rather than hold every
     # insert behind a long report query; the next run tries again.
     conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-    for partition in day_partitions(conn):
-        if partition.end > cutoff:
-            break
-        name = partition.name
-        result.feedback_deleted += conn.exec_driver_sql(
-            f"DELETE FROM {feedback.name} f USING {name} p WHERE f.request_id = p.request_id"
-        ).rowcount
-        result.partitions[name] = int(
-            conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one()
-        )
-        conn.exec_driver_sql(f"DROP TABLE {name}")
-    old = {"cutoff": cutoff}
-    result.feedback_deleted += conn.execute(
-        sa.text(
-            f"DELETE FROM {feedback.name} f USING {DEFAULT} p "
-            "WHERE f.request_id = p.request_id AND p.created_at < :cutoff"
-        ),
-        old,
-    ).rowcount
-    result.rows_deleted = conn.execute(
-        sa.text(f"DELETE FROM {DEFAULT} WHERE created_at < :cutoff"), old
-    ).rowcount
-    _prune_chunks(conn, cutoff, result)
+    for layout in _LAYOUTS:
+        _prune_parent(conn, cutoff, layout, result)
     return result
 
 
-# Feedback labels of the request ids a chunk holds (`<id_prefix><row>`, chunks.py); `c` is
-# the chunk table or partition, aliased.
+@dataclass(frozen=True)
+class _Layout:
+    """A partitioned table of predictions: its name, which feedback labels belong to a row
+    `p` of it, and how many predictions its rows hold."""
+
+    parent: str
+    owns_feedback: str
+    predictions: str
+
+
+# A chunk row holds the request ids `<id_prefix><row>` for its n rows (chunks.py).
 _CHUNK_FEEDBACK = (
-    "left(f.request_id, length(c.id_prefix)) = c.id_prefix "
-    "AND substr(f.request_id, length(c.id_prefix) + 1) ~ '^(0|[1-9][0-9]{0,17})$' "
-    "AND substr(f.request_id, length(c.id_prefix) + 1)::bigint >= c.first_row "
-    "AND substr(f.request_id, length(c.id_prefix) + 1)::bigint < c.first_row + c.n"
+    "left(f.request_id, length(p.id_prefix)) = p.id_prefix "
+    "AND substr(f.request_id, length(p.id_prefix) + 1) ~ '^(0|[1-9][0-9]{0,17})$' "
+    "AND substr(f.request_id, length(p.id_prefix) + 1)::bigint >= p.first_row "
+    "AND substr(f.request_id, length(p.id_prefix) + 1)::bigint < p.first_row + p.n"
+)
+_LAYOUTS = (
+    _Layout(PARENT, "f.request_id = p.request_id", "count(*)"),
+    _Layout(CHUNKS, _CHUNK_FEEDBACK, "coalesce(sum(n), 0)"),
 )
 
 
-def _prune_chunks(conn: Connection, cutoff: datetime, result: Pruned) -> None:
-    for partition in day_partitions(conn, CHUNKS):
+def _prune_parent(conn: Connection, cutoff: datetime, layout: _Layout, result: Pruned) -> None:
+    for partition in day_partitions(conn, layout.parent):
         if partition.end > cutoff:
             break
         name = partition.name
         result.feedback_deleted += conn.exec_driver_sql(
-            f"DELETE FROM {feedback.name} f USING {name} c WHERE {_CHUNK_FEEDBACK}"
+            f"DELETE FROM {feedback.name} f USING {name} p WHERE {layout.owns_feedback}"
         ).rowcount
         result.partitions[name] = int(
-            conn.exec_driver_sql(f"SELECT coalesce(sum(n), 0) FROM {name}").scalar_one()
+            conn.exec_driver_sql(f"SELECT {layout.predictions} FROM {name}").scalar_one()
         )
         conn.exec_driver_sql(f"DROP TABLE {name}")
-    default, old = default_partition(CHUNKS), {"cutoff": cutoff}
+    default, old = default_partition(layout.parent), {"cutoff": cutoff}
     result.feedback_deleted += conn.execute(
         sa.text(
-            f"DELETE FROM {feedback.name} f USING {default} c "
-            f"WHERE c.created_at < :cutoff AND {_CHUNK_FEEDBACK}"
+            f"DELETE FROM {feedback.name} f USING {default} p "
+            f"WHERE p.created_at < :cutoff AND {layout.owns_feedback}"
         ),
         old,
     ).rowcount
     result.rows_deleted += int(
         conn.execute(
             sa.text(
-                f"WITH gone AS (DELETE FROM {default} WHERE created_at < :cutoff RETURNING n) "
-                "SELECT coalesce(sum(n), 0) FROM gone"
+                f"WITH gone AS (DELETE FROM {default} p WHERE created_at < :cutoff "
+                f"RETURNING p.*) SELECT {layout.predictions} FROM gone"
             ),
             old,
         ).scalar_one()
