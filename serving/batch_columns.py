@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lifecycle.core.store.columns import PredictionColumns
-from serving.inference import InferenceRequest, _check_finite
+from serving.inference import InferenceRequest, _check_finite, native
 from serving.runtime import LoadedModel
 from serving.validation import Rows
 
@@ -61,7 +61,7 @@ def infer_columns(
     row) when they are numbered (PredictionColumns.numbered)."""
     request = InferenceRequest(rows, "", source, started=started, per_row=True, offset=offset)
     predicted, probs = model.predictor.predict(rows.X)
-    predicted = _native(np.asarray(predicted))
+    predicted = native(np.asarray(predicted))
     _check_finite(request, predicted, probs)
     n = len(rows)
     labels = _labels(model, predicted)
@@ -97,18 +97,6 @@ def label_counts(labels: np.ndarray) -> dict[str, int]:
     """How many rows got each label (the predictions counter, one increment per label)."""
     names, counts = np.unique(labels, return_counts=True)
     return {str(name): int(count) for name, count in zip(names, counts, strict=True)}
-
-
-def _native(predicted: np.ndarray) -> np.ndarray:
-    """Classes held as Python objects (a pipeline's `predict`) as a numpy array of their own
-    type, when they share one: the same values, checked and counted without a loop per row."""
-    if predicted.dtype != object or predicted.ndim != 1 or not len(predicted):
-        return predicted
-    values = predicted.tolist()
-    kinds = set(map(type, values))
-    if len(kinds) != 1 or not kinds <= {int, float, str, bool}:
-        return predicted
-    return np.array(values)
 
 
 def _labels(model: LoadedModel, predicted: np.ndarray) -> np.ndarray:

@@ -48,6 +48,9 @@ class InferenceRequest:
     offset: int = 0
     recheck: bool = True
     columnar: bool = False
+    # False: the answer has no per-row probabilities (/invocations), so a columnar batch
+    # builds none (the log takes them from the matrix).
+    answer_probabilities: bool = True
 
 
 @dataclass(slots=True)
@@ -96,14 +99,17 @@ def infer(model: LoadedModel, request: InferenceRequest) -> Inference:
     rows = request.rows
     n = len(rows)
     predicted, probs = model.predictor.predict(rows.X)
+    predicted = native(np.asarray(predicted))
     _check_finite(request, predicted, probs)
     predictions = [_plain(p) for p in predicted.tolist()]
     labels = [model.label_of(p) for p in predictions]
+    columnar = request.columnar and request.row_ids is None and n > 1
     probabilities = None
     names: list[str] = []
     if probs is not None:
         names = [model.label_of(_plain(c)) for c in model.predictor.classes]
-        probabilities = [dict(zip(names, r, strict=True)) for r in probs.tolist()]
+        if request.answer_probabilities or not columnar:
+            probabilities = [dict(zip(names, r, strict=True)) for r in probs.tolist()]
     ids = list(request.row_ids) if request.row_ids is not None else row_ids(request.request_id, n)
     if len(ids) != n:
         raise ValueError(f"{len(ids)} row ids for {n} rows")
@@ -111,7 +117,7 @@ def infer(model: LoadedModel, request: InferenceRequest) -> Inference:
     latency_ms = (time.perf_counter() - request.started) * 1000
     if request.per_row:
         latency_ms /= max(n, 1)
-    if request.columnar and request.row_ids is None and n > 1:
+    if columnar:
         columns = PredictionColumns(
             request_ids=ids,
             created_at=at,
@@ -210,6 +216,18 @@ def _not_finite(predicted: np.ndarray) -> np.ndarray:
         [any(isinstance(v, float) and not math.isfinite(v) for v in row) for row in values],
         dtype=bool,
     )
+
+
+def native(predicted: np.ndarray) -> np.ndarray:
+    """Classes held as Python objects (a pipeline's `predict`) as a numpy array of their own
+    type, when they share one: the same values, checked and counted without a loop per row."""
+    if predicted.dtype != object or predicted.ndim != 1 or not len(predicted):
+        return predicted
+    values = predicted.tolist()
+    kinds = set(map(type, values))
+    if len(kinds) != 1 or not kinds <= {int, float, str, bool}:
+        return predicted
+    return np.array(values)
 
 
 def row_ids(request_id: str, n: int) -> list[str]:

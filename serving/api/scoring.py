@@ -72,7 +72,7 @@ def invocations(
 ) -> Answer:
     model = services.holder.get()
     rows = bodies.invocation_rows(mime, body, model.schema, services.settings.max_batch_rows)
-    result = score(services, model, rows, request_id, started, recheck)
+    result = score(services, model, rows, request_id, started, recheck, probabilities=False)
     return Answer(render_predictions(result.predictions), model.raw_headers)
 
 
@@ -83,11 +83,19 @@ def score(
     request_id: str,
     started: float,
     recheck: bool = True,
+    probabilities: bool = True,
 ) -> Inference:
     """Checked rows → `infer` → records handed to the store; the caller shapes the answer.
-    `recheck`: False when the server generated the request id (PredictionRecord.recheck)."""
+    `recheck`: False when the server generated the request id (PredictionRecord.recheck);
+    `probabilities`: False when the answer has no per-row probabilities."""
     request = InferenceRequest(
-        rows, request_id, "rest", started=started, recheck=recheck, columnar=True
+        rows,
+        request_id,
+        "rest",
+        started=started,
+        recheck=recheck,
+        columnar=True,
+        answer_probabilities=probabilities,
     )
     result = infer(model, request)
     store = services.store

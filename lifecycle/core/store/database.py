@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from lifecycle.core.errors import LifecycleError
-from lifecycle.core.store import migrate
-from lifecycle.core.store.chunks import as_record, insert_chunk
+from lifecycle.core.store import chunks, migrate
+from lifecycle.core.store.chunks import as_record
 from lifecycle.core.store.chunks import lookup as chunk_lookup
 from lifecycle.core.store.columns import Logged, PredictionColumns
 from lifecycle.core.store.copy import copy_columns, copy_insert, copy_supported
@@ -250,7 +250,7 @@ class PredictionDatabase:
         if self._chunks and batch.numbered is not None:
             try:
                 with self._connect() as conn, conn.begin():
-                    return insert_chunk(conn, batch)
+                    return chunks.insert_chunks(conn, [batch])
             except NotColumnar as exc:
                 log.info("numbered batch stored as rows: %s", exc)
             except sa.exc.SQLAlchemyError as exc:
@@ -289,7 +289,7 @@ class PredictionDatabase:
         if self._chunks and numbered:
             try:
                 with self._connect() as conn, conn.begin():
-                    inserted = sum(insert_chunk(conn, batch) for batch in numbered)
+                    inserted = chunks.insert_chunks(conn, numbered)
                 rest = [b for b in rest if b.numbered is None]
             except NotColumnar as exc:
                 log.info("numbered batches stored one by one: %s", exc)

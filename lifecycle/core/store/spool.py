@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".jsonl"
@@ -210,10 +212,14 @@ def read_segment(segment: Path) -> tuple[list[dict[str, Any]], int]:
             if not raw.strip():
                 continue
             try:
-                row = json.loads(raw)
-            except ValueError:
-                bad += 1
-                continue
+                row = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                # orjson refuses what json reads: an integer beyond 64 bits, say.
+                try:
+                    row = json.loads(raw)
+                except ValueError:
+                    bad += 1
+                    continue
             if isinstance(row, dict):
                 rows.append(row)
             else:
