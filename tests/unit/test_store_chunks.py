@@ -326,3 +326,21 @@ def test_the_writer_queue_is_bounded_in_predictions_not_items() -> None:
         q.put_nowait(record)
     assert q.get_nowait() is batch and q.qsize() == 5
     assert rows_in([batch, record]) == 5
+
+
+def test_a_writer_batch_of_chunks_is_one_statement_that_stores_each_once(url: str) -> None:
+    at = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    a, b = _chunk("a-", 0, at, recheck=False), _chunk("b-", 0, at + timedelta(days=3))
+    db = PredictionDatabase(url, lambda n: None)
+    try:
+        db.ensure_schema()
+        # The same chunk twice in one batch (a replay beside its original) is stored once.
+        assert db.insert_chunks([a, b, a]) == 8
+        assert db.insert_chunks([_chunk("a-", 2, at, recheck=False), b]) == 0
+        plain = dataclasses.replace(_chunk("c-", 0, at), numbered=None)
+        assert db.insert_chunks([plain, _chunk("a-", 4, at, recheck=False)]) == 8
+    finally:
+        db.dispose()
+    assert _scalar(url, "SELECT count(*) FROM prediction_chunks") == 3
+    assert _scalar(url, "SELECT count(*) FROM predictions") == 4  # the unnumbered batch
+    assert _scalar(url, "SELECT count(DISTINCT request_id) FROM prediction_rows") == 16
