@@ -25,6 +25,7 @@ from lifecycle.core.store.copy import copy_columns, copy_insert, copy_supported
 from lifecycle.core.store.copy_text import NotColumnar
 from lifecycle.core.store.partitions import PARENTS, days_ahead, ensure_day_partitions
 from lifecycle.core.store.prune import Pruned, prune
+from lifecycle.core.store.queries import per_table
 from lifecycle.core.store.staged import staged_insert
 from lifecycle.core.store.tables import (
     PredictionRecord,
@@ -281,22 +282,25 @@ class PredictionDatabase:
 
     def insert_chunks(self, batches: Sequence[PredictionColumns]) -> int:
         """Several columnar batches (REST requests of many rows, queued): on PostgreSQL with
-        `chunks`, the numbered ones as chunk rows in one transaction; the others, and every
-        batch when that transaction is rejected as data, one by one (`insert_columns`)."""
-        rest = list(batches)
+        `chunks`, the numbered ones as chunk rows in one statement; the others as records in
+        one `insert`, as their rows would have come. When the chunks' statement is rejected
+        as data, each batch is stored alone (`insert_columns`), so one bad batch goes alone."""
+        numbered = [b for b in batches if b.numbered is not None] if self._chunks else []
         inserted = 0
-        numbered = [b for b in rest if b.numbered is not None]
-        if self._chunks and numbered:
+        if numbered:
             try:
                 with self._connect() as conn, conn.begin():
                     inserted = chunks.insert_chunks(conn, numbered)
-                rest = [b for b in rest if b.numbered is None]
-            except NotColumnar as exc:
-                log.info("numbered batches stored one by one: %s", exc)
-            except sa.exc.SQLAlchemyError as exc:
-                raise_unavailable(exc)
+            except (NotColumnar, sa.exc.SQLAlchemyError) as exc:
+                if isinstance(exc, sa.exc.SQLAlchemyError):
+                    raise_unavailable(exc)
                 log.error("prediction chunks rejected (%s); storing them one by one", _short(exc))
-        return inserted + sum(self.insert_columns(batch) for batch in rest)
+                return sum(self.insert_columns(batch) for batch in batches)
+        records = [r for b in batches if not (numbered and b.numbered) for r in b.records()]
+        step = self.max_rows_per_insert
+        return inserted + sum(
+            self.insert(records[i : i + step]) for i in range(0, len(records), step)
+        )
 
     def _read(self, stmt: sa.Executable) -> list[Any]:
         try:
@@ -342,8 +346,11 @@ class PredictionDatabase:
         return str(rows[0][0]) if rows else None
 
     def feedback_stats(self, model_name: str) -> dict[str, dict[str, float]]:
+        # Per table, added up (queries.per_table): one statement over the view lost the row
+        # table's plan.
         counts = [
             (str(v), str(p), str(t), int(n))
-            for v, p, t, n in self._read(feedback_counts(model_name))
+            for stmt in per_table(self.engine.dialect.name, feedback_counts(model_name))
+            for v, p, t, n in self._read(stmt)
         ]
         return classification_stats(counts)

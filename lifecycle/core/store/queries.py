@@ -107,7 +107,7 @@ def window(dialect: str, where: list[sa.ColumnElement[bool]], last: int | None) 
         _names(dialect),
     ).select_from(_with_feedback)
     stmt = _newest_first(stmt.where(*where), last)
-    return _each_table(dialect, stmt, where, list(_NEWEST), last)
+    return _each_table(dialect, stmt, list(_NEWEST), last)
 
 
 def count(where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
@@ -146,7 +146,8 @@ def labelled(dialect: str, where: list[sa.ColumnElement[bool]], last: int | None
         _features,
         _names(dialect),
     ).select_from(_only_feedback)
-    return _newest_first(stmt.where(*where), last)
+    stmt = _newest_first(stmt.where(*where), last)
+    return _each_table(dialect, stmt, list(_NEWEST), last)
 
 
 def page(
@@ -177,13 +178,13 @@ def page(
             sa.or_(_p.created_at < at, sa.and_(_p.created_at == at, _p.request_id < request_id)),
         ]
     stmt = (
-        sa.select(prediction_values, _f.label.label("feedback"))
+        sa.select(*prediction_values.c, _f.label.label("feedback"))
         .select_from(_with_feedback)
         .where(*where)
         .order_by(*order)
         .limit(limit)
     )
-    return _each_table(dialect, stmt, where, order, limit)
+    return _each_table(dialect, stmt, order, limit)
 
 
 # PostgreSQL's two kinds of row, each read with its own indexes.
@@ -191,28 +192,43 @@ _TABLES = (predictions, prediction_chunk_values)
 
 
 def _each_table(
-    dialect: str,
-    stmt: sa.Select[Any],
-    where: list[sa.ColumnElement[bool]],
-    order: list[Any],
-    limit: int | None,
+    dialect: str, stmt: sa.Select[Any], order: list[Any], limit: int | None
 ) -> sa.Select[Any]:
-    """`stmt`, which reads the first `limit` rows of `prediction_values` in `order` (outer
-    joins aside), reading them from the first `limit` of each table on PostgreSQL. Over the
+    """`stmt`, which reads the first `limit` rows of `prediction_values` in `order`, run on
+    each table on PostgreSQL (queries.per_table), then the first `limit` of both. Over the
     view as a whole the planner takes a chunk to expand into 100 rows (a function's default
     estimate) rather than thousands, and sorts every row of the range instead of walking the
     time index: 1.4 s against 20 ms for a page at 1M chunk rows."""
     if dialect != "postgresql" or limit is None:
         return stmt
-    newest = sa.union_all(
-        *(sa.select(*_newest(table, where, order, limit).subquery().c) for table in _TABLES)
-    ).subquery("newest")
+    parts = [part.subquery() for part in per_table(dialect, stmt)]
+    both = sa.union_all(*(sa.select(*part.c) for part in parts)).subquery("newest")
+    return sa.select(*both.c).order_by(*_on(both, order)).limit(limit)
+
+
+def per_table(dialect: str, stmt: sa.Select[Any]) -> list[sa.Select[Any]]:
+    """`stmt` over `prediction_values` as one statement per table on PostgreSQL, for results
+    that add up (counts by key): each is planned on its own table's statistics. Over the
+    view the planner lost the row table's estimates, sorted a million rows on disk to group
+    them, and the History page's stats took 1.5 s instead of 0.58 s. Elsewhere, [stmt]."""
+    if dialect != "postgresql":
+        return [stmt]
+    return [_over(stmt, table) for table in _TABLES]
+
+
+def _over(stmt: sa.Select[Any], source: Any) -> sa.Select[Any]:
+    """`stmt` with `prediction_values` and its columns replaced by `source`'s, by name."""
 
     def swap(element: Any) -> Any:
         if element is prediction_values:
-            return newest
+            return source
         if isinstance(element, sa.Column) and element.table is prediction_values:
-            return newest.c[element.name]
+            if element.name not in source.c:  # a chunk row's names, null for a plain row
+                return sa.cast(sa.null(), element.type).label(element.name)
+            if source is predictions and isinstance(element.type, sa.JSON):
+                # jsonb as json, the view's type: both tables' rows in one union.
+                return sa.cast(source.c[element.name], element.type).label(element.name)
+            return source.c[element.name]
         return None
 
     return visitors.replacement_traverse(stmt, {}, swap)  # type: ignore[call-overload]
@@ -227,22 +243,6 @@ def _on(table: Any, clauses: Sequence[Any]) -> list[Any]:
         return None
 
     return [visitors.replacement_traverse(clause, {}, swap) for clause in clauses]  # type: ignore[call-overload]
-
-
-def _newest(
-    table: sa.Table, where: list[sa.ColumnElement[bool]], order: list[Any], limit: int
-) -> sa.Select[Any]:
-    """The columns of `prediction_values` from one table, ordered and limited."""
-    # jsonb (`predictions`) as json, the view's type; names null for plain rows.
-    columns = [
-        (
-            (sa.cast(table.c[c.name], c.type) if isinstance(c.type, sa.JSON) else table.c[c.name])
-            if c.name in table.c
-            else sa.cast(sa.null(), c.type)
-        ).label(c.name)
-        for c in prediction_values.columns
-    ]
-    return sa.select(*columns).where(*_on(table, where)).order_by(*_on(table, order)).limit(limit)
 
 
 def volume(
@@ -347,13 +347,13 @@ def class_counts(where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
     )
 
 
-def quality(where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
+def quality(where: list[sa.ColumnElement[bool]], dialect: str = "sqlite") -> sa.Select[Any]:
     """(version, n, correct, macro precision) over labelled predictions with feedback.
 
     As `classification_stats` (tables.py) computes them from feedback_counts, in SQL: the
     macro average runs over every label seen predicted or as feedback in the version, a label
     never predicted counting 0 (scikit-learn's zero_division=0)."""
-    cells = (
+    counted = (
         sa.select(
             _p.model_version.label("model_version"),
             _p.label.label("predicted"),
@@ -363,8 +363,17 @@ def quality(where: list[sa.ColumnElement[bool]]) -> sa.Select[Any]:
         .select_from(_only_feedback)
         .where(*where, _p.label.is_not(None))
         .group_by(_p.model_version, _p.label, _f.label)
-        .cte("cells")
     )
+    parts = per_table(dialect, counted)
+    if len(parts) > 1:  # each table's cells, added up
+        both = sa.union_all(*parts).subquery("both_tables")
+        counted = sa.select(
+            both.c.model_version,
+            both.c.predicted,
+            both.c.actual,
+            sa.func.sum(both.c.n).label("n"),
+        ).group_by(both.c.model_version, both.c.predicted, both.c.actual)
+    cells = counted.cte("cells")
     labels = sa.union(
         sa.select(cells.c.model_version, cells.c.predicted.label("label")),
         sa.select(cells.c.model_version, cells.c.actual.label("label")),

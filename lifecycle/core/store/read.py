@@ -93,6 +93,25 @@ class PredictionReader:
             raise_unavailable(exc)
             raise
 
+    def _summed(
+        self, stmt: sa.Select[Any], order: Sequence[int] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Rows of a count by key (the last column), run per table (queries.per_table) and
+        added up by key, ordered as the statement orders them: by the key's columns at the
+        `order` positions (default: all, in turn), nulls last."""
+        parts = queries.per_table(self._dialect, stmt)
+        if len(parts) == 1:
+            return [tuple(row) for row in self._rows(stmt)]
+        totals: dict[tuple[Any, ...], int] = {}
+        for part in parts:
+            for *key, n in self._rows(part):
+                totals[tuple(key)] = totals.get(tuple(key), 0) + int(n)
+        positions = (
+            list(order) if order is not None else list(range(len(stmt.selected_columns) - 1))
+        )
+        ordered = sorted(totals, key=lambda key: tuple((key[i] is None, key[i]) for i in positions))
+        return [(*key, totals[key]) for key in ordered]
+
     # -- rows ------------------------------------------------------------------------------
 
     def window(
@@ -134,7 +153,7 @@ class PredictionReader:
             since=window.get("since"),
             until=window.get("until"),
         )
-        rows = self._rows(queries.count(where))
+        rows = self._summed(queries.count(where))
         total = int(rows[0][0]) if rows else 0
         return total if last is None else min(total, last)
 
@@ -148,7 +167,7 @@ class PredictionReader:
         if sample < 1:
             raise ValueError(f"sample must be >= 1, not {sample}")
         if total is None:
-            rows = self._rows(queries.count(where))
+            rows = self._summed(queries.count(where))
             total = int(rows[0][0]) if rows else 0
             if last is not None:
                 total = min(total, last)
@@ -227,14 +246,14 @@ class PredictionReader:
         if bucket_seconds < 1:
             raise ValueError(f"bucket_seconds must be >= 1, not {bucket_seconds}")
         where = filters(model_name, since=since, until=until)
-        rows = self._rows(queries.volume(self._dialect, where, bucket_seconds))
+        rows = self._summed(queries.volume(self._dialect, where, bucket_seconds))
         return _volume_frame(rows, bucket_seconds)
 
     def class_counts(
         self, model_name: str, since: datetime | None = None, until: datetime | None = None
     ) -> pd.DataFrame:
         """Predicted labels per version: model_version, label (None for unlabelled), count."""
-        rows = self._rows(queries.class_counts(filters(model_name, since=since, until=until)))
+        rows = self._summed(queries.class_counts(filters(model_name, since=since, until=until)))
         return _classes_frame(rows)
 
     def quality(
@@ -243,7 +262,8 @@ class PredictionReader:
         """Per version, over labelled predictions that received feedback: n, correct (predicted
         label == feedback label), accuracy = correct / n and precision (macro), all computed
         in the database and equal to what feedback_stats gives."""
-        rows = self._rows(queries.quality(filters(model_name, since=since, until=until)))
+        where = filters(model_name, since=since, until=until)
+        rows = self._rows(queries.quality(where, self._dialect))
         frame = pd.DataFrame(
             [(v, int(n), int(c), float(p)) for v, n, c, p in rows],
             columns=["model_version", "n", "correct", "precision"],
@@ -296,7 +316,8 @@ class PredictionReader:
         if bucket_seconds < 1:
             raise ValueError(f"bucket_seconds must be >= 1, not {bucket_seconds}")
         where = filters(model_name, since=since, until=until)
-        rows = self._rows(queries.summary(where, bucket_seconds))
+        # Ordered by bucket, version, label, latency bin, as the statement orders them.
+        rows = self._summed(queries.summary(where, bucket_seconds), order=(2, 1, 3, 4))
         volume, classes = [], []
         bins: dict[str, list[tuple[int, int]]] = {}
         for kind, version, bucket, label, latency_bin, count in rows:
