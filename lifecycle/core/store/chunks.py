@@ -1,13 +1,14 @@
 """PostgreSQL's per-chunk rows: a columnar batch whose request ids are numbered
-(`<prefix><first_row + i>`, a file job's chunk, a Spark partition's batch) is stored as one
-row of `prediction_chunks` holding its n predictions as JSON arrays (migration 0003).
+(`<prefix><first_row + i>`: a REST request of many rows, a file job's chunk, a Spark
+partition's batch) is stored as one row of `prediction_chunks` holding its n predictions as
+JSON arrays (migration 0003).
 
 One row per prediction cost the database about 22 µs of CPU per row whatever the write path
 (docs/prediction-store.md): a 1,000,000-row file spent 20 s in PostgreSQL alone. One row per
 chunk costs it the parse of a JSON array per column, about 1 µs per prediction. The read side
-reads both kinds of row through the `prediction_rows` view, which expands a chunk into rows
-with the columns of `predictions`; a lookup by request id goes to the one chunk that can hold
-it (`lookup`).
+reads chunk rows expanded by the `prediction_values` view, one table at a time
+(queries.per_table); `prediction_rows` is the whole log in the shape of `predictions`, and a
+lookup by request id goes to the one chunk that can hold it (`lookup`).
 
 Exactly once: a chunk is not stored when a stored chunk of the same prefix covers any of its
 rows with the same created_at (a job stamped with its accepted time, scored again) or, for a
