@@ -256,7 +256,7 @@ class PredictionStore(StoreLookups):
         # Before start() or after stop() no spiller runs: rows spool on this thread (the few
         # requests still finishing at shutdown, or a store used without its writer).
         spiller_down = self._closed or not self._overflow.running
-        if spiller_down and (self._closed or not self._queue_has_room(len(records))):
+        if spiller_down and (self._closed or not self._queue_has_room(rows_in(records))):
             self._observer.queue_depth(self._queue.qsize())
             self._to_spool(records)
             return
