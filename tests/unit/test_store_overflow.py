@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from lifecycle.core.store import PredictionRecord, PredictionStore
+from lifecycle.core.store.columns import PredictionColumns
 from lifecycle.core.store.writer import PredictionLogSaturated
-from tests.support.store_records import CountingObserver, make_record
+from tests.support.store_records import CountingObserver, make_batch, make_record
 
 
 @pytest.fixture
@@ -207,3 +208,41 @@ def test_admission_reserves_spool_space_for_rows_on_their_way_to_it(
         assert store.count() == 3 + len(admitted)
     finally:
         store.stop(timeout=5)
+
+
+def test_a_request_of_many_rows_returns_while_the_spool_is_stalled(
+    store: PredictionStore, observer: CountingObserver
+) -> None:
+    io_lock = _stall_writer(store, 3)
+    spool_lock: threading.Lock = store._spool._lock
+    spool_lock.acquire()
+    outcomes: list[str] = []
+
+    def submit(batches: list[PredictionColumns]) -> None:
+        for batch in batches:
+            try:
+                store.submit_columns(batch)
+                outcomes.append("queued")
+            except PredictionLogSaturated:
+                outcomes.append("refused")
+
+    try:
+        # 5-row requests, each one batch: the first fills the queue (5 predictions), the
+        # second the overflow (5 more), the third finds no room and is refused; none waits.
+        batches = [make_batch(i) for i in range(3)]
+        submitter = threading.Thread(target=submit, args=(batches,), daemon=True)
+        submitter.start()
+        submitter.join(2)
+        assert not submitter.is_alive(), "submit_columns() waited on the stalled spool"
+        assert outcomes == ["queued", "queued", "refused"]
+        assert store._queue.qsize() == 5
+    finally:
+        spool_lock.release()
+        io_lock.release()
+
+    assert store.flush(10)
+    ids = [rid for b in batches[:2] for rid in b.request_ids]
+    assert all(store.get(rid) is not None for rid in ids)
+    assert store.get(batches[2].request_ids[0]) is None
+    assert store.count() == 3 + 10
+    assert observer["spooled"] == 5 and observer["shed"] == 5 and observer["dropped"] == 0
