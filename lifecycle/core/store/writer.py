@@ -195,31 +195,27 @@ class PredictionStore(StoreLookups):
         the overflow or the spool is at its limit, so the caller refuses the request instead
         of answering predictions that could not be logged. Never waits on the database or
         the disk."""
-        if self.saturated(len(records), records[0] if records else None):
-            self._observer.shed(len(records))
-            raise PredictionLogSaturated(
-                "the prediction log is saturated (its queue and spool are full); retry shortly"
-            )
-        try:
-            self._offer(records)
-        except Exception:
-            log.exception("%d prediction(s) could not be queued or spooled", len(records))
-            self._drop(len(records), "could not be queued or spooled")
+        self._admit(records, len(records))
 
     def submit_columns(self, batch: PredictionColumns) -> None:
         """`submit_many` for one request's rows as a batch (PredictionColumns): one item on
         the queue, stored as a chunk row where the database keeps them (chunks.py), spooled
         as one line. Raises PredictionLogSaturated as `submit_many` does."""
-        if self.saturated(len(batch), batch):
-            self._observer.shed(len(batch))
+        self._admit([batch], len(batch))
+
+    def _admit(self, items: Sequence[Logged], n: int) -> None:
+        """One request's `n` predictions (`items`), all or none: refused (counted as shed)
+        when the log is saturated, else offered; never waits on the database or the disk."""
+        if self.saturated(n, items[0] if items else None):
+            self._observer.shed(n)
             raise PredictionLogSaturated(
                 "the prediction log is saturated (its queue and spool are full); retry shortly"
             )
         try:
-            self._offer([batch])
+            self._offer(items)
         except Exception:
-            log.exception("%d prediction(s) could not be queued or spooled", len(batch))
-            self._drop(len(batch), "could not be queued or spooled")
+            log.exception("%d prediction(s) could not be queued or spooled", n)
+            self._drop(n, "could not be queued or spooled")
 
     def _queue_has_room(self, n: int) -> bool:
         return self._queue.maxsize - self._queue.qsize() >= n
