@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,20 @@ def _stall_writer(store: PredictionStore, records: int) -> threading.Lock:
     return io_lock
 
 
+@contextmanager
+def _writer_and_spool_stalled(store: PredictionStore) -> Iterator[None]:
+    """The writer holding 3 rows behind its stuck I/O lock, and the spool stuck in an
+    append, until the block ends."""
+    io_lock = _stall_writer(store, 3)
+    spool_lock: threading.Lock = store._spool._lock
+    spool_lock.acquire()
+    try:
+        yield
+    finally:
+        spool_lock.release()
+        io_lock.release()
+
+
 def _submit_in_thread(store: PredictionStore, records: list[PredictionRecord]) -> threading.Thread:
     thread = threading.Thread(target=lambda: [store.submit(r) for r in records], daemon=True)
     thread.start()
@@ -69,19 +84,13 @@ def _submit_in_thread(store: PredictionStore, records: list[PredictionRecord]) -
 def test_submit_returns_while_the_spool_is_stalled(
     store: PredictionStore, observer: CountingObserver
 ) -> None:
-    io_lock = _stall_writer(store, 3)
-    spool_lock: threading.Lock = store._spool._lock
-    spool_lock.acquire()
-    try:
+    with _writer_and_spool_stalled(store):
         # 5 rows fill the queue, the next 5 go past it: none of them may wait on the spool.
         records = [make_record(i) for i in range(10)]
         submitter = _submit_in_thread(store, records)
         submitter.join(2)
         assert not submitter.is_alive(), "submit() waited on the stalled spool"
         assert store._queue.qsize() == 5
-    finally:
-        spool_lock.release()
-        io_lock.release()
 
     assert store.flush(10)
     assert store.count() == 13
@@ -93,10 +102,7 @@ def test_submit_returns_while_the_spool_is_stalled(
 def test_a_saturated_log_refuses_the_request_and_counts_it(
     store: PredictionStore, observer: CountingObserver
 ) -> None:
-    io_lock = _stall_writer(store, 3)
-    spool_lock: threading.Lock = store._spool._lock
-    spool_lock.acquire()
-    try:
+    with _writer_and_spool_stalled(store):
         admitted = [make_record(i) for i in range(10)]
         store.submit_many(admitted[:5])  # the queue
         store.submit_many(admitted[5:])  # the overflow, stuck behind the spool
@@ -110,9 +116,6 @@ def test_a_saturated_log_refuses_the_request_and_counts_it(
         assert time.perf_counter() - started < 0.5, "refusing must not wait either"
         assert caught.value.status_code == 503
         assert observer["shed"] == 2
-    finally:
-        spool_lock.release()
-        io_lock.release()
 
     assert store.flush(10)
     assert store.count() == 13, "every admitted row is stored, once"
@@ -213,9 +216,6 @@ def test_admission_reserves_spool_space_for_rows_on_their_way_to_it(
 def test_a_request_of_many_rows_returns_while_the_spool_is_stalled(
     store: PredictionStore, observer: CountingObserver
 ) -> None:
-    io_lock = _stall_writer(store, 3)
-    spool_lock: threading.Lock = store._spool._lock
-    spool_lock.acquire()
     outcomes: list[str] = []
 
     def submit(batches: list[PredictionColumns]) -> None:
@@ -226,7 +226,7 @@ def test_a_request_of_many_rows_returns_while_the_spool_is_stalled(
             except PredictionLogSaturated:
                 outcomes.append("refused")
 
-    try:
+    with _writer_and_spool_stalled(store):
         # 5-row requests, each one batch: the first fills the queue (5 predictions), the
         # second the overflow (5 more), the third finds no room and is refused; none waits.
         batches = [make_batch(i) for i in range(3)]
@@ -236,9 +236,6 @@ def test_a_request_of_many_rows_returns_while_the_spool_is_stalled(
         assert not submitter.is_alive(), "submit_columns() waited on the stalled spool"
         assert outcomes == ["queued", "queued", "refused"]
         assert store._queue.qsize() == 5
-    finally:
-        spool_lock.release()
-        io_lock.release()
 
     assert store.flush(10)
     ids = [rid for b in batches[:2] for rid in b.request_ids]
